@@ -1,0 +1,505 @@
+//! Coinbase transactions with an extranonce slot, and block assembly for solved shares.
+//!
+//! Every job source (the embedded chain now, Bitcoin Core's `getblocktemplate` later)
+//! builds its coinbase here. The coinbase is split around the extranonce bytes into
+//! `coinb1` and `coinb2`, the non-witness serialization Stratum sends (STRATUM.md §6):
+//!
+//! ```text
+//! scriptSig = <BIP34 height> <push of extranonce_len bytes: en1 || en2> [<pool tag>]
+//!             \____________ coinb1 ends here, after the push opcode ___/
+//! ```
+//!
+//! The extranonce is push data inside the scriptSig, exactly where ckpool and
+//! node-stratum-pool put it, so any extranonce keeps the scriptSig valid.
+
+use bitcoin::absolute::LockTime;
+use bitcoin::block::Header;
+use bitcoin::script::{self, PushBytesBuf};
+use bitcoin::transaction::Version;
+use bitcoin::{
+    Amount, Block, OutPoint, Script, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness,
+};
+
+/// Consensus bounds of a coinbase scriptSig, in bytes (Bitcoin Core `CheckTransaction`,
+/// `bad-cb-length`).
+pub const SCRIPT_SIG_LEN: std::ops::RangeInclusive<usize> = 2..=100;
+
+/// The largest extranonce a single-byte push opcode (`OP_PUSHBYTES_1..=75`) carries, so
+/// that `coinb1` ends with exactly one push-length byte.
+pub const MAX_EXTRANONCE_LEN: usize = 75;
+
+/// The first bytes of a BIP141 witness commitment output script:
+/// `OP_RETURN OP_PUSHBYTES_36 aa21a9ed`.
+pub const WITNESS_COMMITMENT_MAGIC: [u8; 6] = [0x6a, 0x24, 0xaa, 0x21, 0xa9, 0xed];
+
+/// Length of a witness commitment output script: the magic and the 32-byte commitment.
+const WITNESS_COMMITMENT_LEN: usize = 38;
+
+/// What goes into a coinbase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoinbaseSpec<'a> {
+    /// The height of the block this coinbase belongs to, committed per BIP34.
+    pub height: u64,
+    /// The whole reward: subsidy plus fees.
+    pub value: Amount,
+    /// Where the reward goes.
+    pub payout: &'a Script,
+    /// Pushed after the extranonce so explorers show who mined the block; may be empty.
+    pub pool_tag: &'a [u8],
+    /// Length of the extranonce slot: extranonce1 plus extranonce2 bytes.
+    pub extranonce_len: usize,
+    /// The `default_witness_commitment` output script, for blocks with segwit transactions.
+    pub witness_commitment: Option<ScriptBuf>,
+}
+
+/// A coinbase's non-witness serialization split around the extranonce bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct CoinbaseParts {
+    /// Bytes before the extranonce; ends with the extranonce push opcode.
+    pub coinb1: Vec<u8>,
+    /// Bytes after the extranonce: the pool tag push, the sequence, outputs and locktime.
+    pub coinb2: Vec<u8>,
+}
+
+impl CoinbaseParts {
+    /// Concatenates `coinb1 || extranonce || coinb2`, the coinbase a miner hashes.
+    pub fn with_extranonce(&self, extranonce: &[u8]) -> Vec<u8> {
+        let mut tx = Vec::with_capacity(self.coinb1.len() + extranonce.len() + self.coinb2.len());
+        tx.extend_from_slice(&self.coinb1);
+        tx.extend_from_slice(extranonce);
+        tx.extend_from_slice(&self.coinb2);
+        tx
+    }
+}
+
+/// Why a coinbase could not be built or a block could not be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum CoinbaseError {
+    /// The extranonce slot does not fit a single-byte push opcode.
+    #[error("extranonce length {got} is outside 1..={max}", max = MAX_EXTRANONCE_LEN)]
+    ExtranonceLen { got: usize },
+    /// The height does not fit a script number.
+    #[error("height {0} does not fit a script number")]
+    Height(u64),
+    /// The scriptSig breaks the consensus size bounds.
+    #[error(
+        "coinbase scriptsig is {total} bytes (height push {height}, extranonce push {extranonce}, \
+         pool tag push {tag}), must be {min}..={max} bytes",
+        min = SCRIPT_SIG_LEN.start(),
+        max = SCRIPT_SIG_LEN.end()
+    )]
+    ScriptSigLen {
+        total: usize,
+        height: usize,
+        extranonce: usize,
+        tag: usize,
+    },
+    /// The pool tag cannot be pushed.
+    #[error("pool tag of {0} bytes cannot be pushed")]
+    PoolTag(usize),
+    /// The witness commitment output script is not a BIP141 commitment.
+    #[error("witness commitment script {0} is not 6a24aa21a9ed followed by 32 bytes")]
+    WitnessCommitment(String),
+    /// The coinbase bytes do not deserialize to one transaction.
+    #[error("coinbase does not deserialize")]
+    Decode(#[source] bitcoin::consensus::encode::Error),
+    /// The transaction is not a coinbase.
+    #[error("transaction {0} is not a coinbase")]
+    NotCoinbase(bitcoin::Txid),
+}
+
+/// The BIP34 height push that starts every coinbase scriptSig: the script Bitcoin Core
+/// compares against (`CScript() << nHeight`, `ContextualCheckBlock`), i.e. `OP_0` for 0,
+/// `OP_1..OP_16` for 1..=16 and a minimal `CScriptNum` push otherwise.
+///
+/// # Errors
+/// [`CoinbaseError::Height`] when `height` exceeds `i64::MAX`.
+pub fn height_script(height: u64) -> Result<ScriptBuf, CoinbaseError> {
+    let value = i64::try_from(height).map_err(|_| CoinbaseError::Height(height))?;
+    Ok(script::Builder::new().push_int(value).into_script())
+}
+
+/// Whether `script_sig` starts with the BIP34 push of `height`, Bitcoin Core's exact rule.
+///
+/// Unlike [`Block::bip34_block_height`], this also accepts heights 1..=16, which Core
+/// encodes as `OP_1..OP_16` and the `bitcoin` crate does not read as a push.
+pub fn commits_to_height(script_sig: &Script, height: u64) -> bool {
+    height_script(height).is_ok_and(|prefix| script_sig.as_bytes().starts_with(prefix.as_bytes()))
+}
+
+/// Whether `script_pubkey` is a BIP141 witness commitment output script.
+pub fn is_witness_commitment(script_pubkey: &Script) -> bool {
+    let bytes = script_pubkey.as_bytes();
+    bytes.len() >= WITNESS_COMMITMENT_LEN && bytes[..6] == WITNESS_COMMITMENT_MAGIC
+}
+
+/// Builds the coinbase for `spec` and splits it around the extranonce slot.
+///
+/// The transaction is version 2, locktime 0, with one input (null outpoint, sequence
+/// `0xffffffff`) and the outputs `value → payout`, then the witness commitment (value 0)
+/// when given.
+///
+/// # Errors
+/// [`CoinbaseError::ExtranonceLen`] for an empty or over-long slot,
+/// [`CoinbaseError::ScriptSigLen`] when the scriptSig leaves 2..=100 bytes,
+/// [`CoinbaseError::WitnessCommitment`] for a commitment script of the wrong shape,
+/// [`CoinbaseError::Height`] / [`CoinbaseError::PoolTag`] for unencodable inputs.
+pub fn build(spec: &CoinbaseSpec) -> Result<CoinbaseParts, CoinbaseError> {
+    if !(1..=MAX_EXTRANONCE_LEN).contains(&spec.extranonce_len) {
+        return Err(CoinbaseError::ExtranonceLen {
+            got: spec.extranonce_len,
+        });
+    }
+    let height = height_script(spec.height)?;
+    let tag = if spec.pool_tag.is_empty() {
+        ScriptBuf::new()
+    } else {
+        let push = PushBytesBuf::try_from(spec.pool_tag.to_vec())
+            .map_err(|_| CoinbaseError::PoolTag(spec.pool_tag.len()))?;
+        script::Builder::new().push_slice(push).into_script()
+    };
+    let extranonce_push = 1 + spec.extranonce_len;
+    let total = height.len() + extranonce_push + tag.len();
+    if !SCRIPT_SIG_LEN.contains(&total) {
+        return Err(CoinbaseError::ScriptSigLen {
+            total,
+            height: height.len(),
+            extranonce: extranonce_push,
+            tag: tag.len(),
+        });
+    }
+    if let Some(commitment) = &spec.witness_commitment {
+        if !is_witness_commitment(commitment) {
+            return Err(CoinbaseError::WitnessCommitment(hex::encode(
+                commitment.as_bytes(),
+            )));
+        }
+    }
+
+    // The extranonce push, assembled byte-wise so the slot sits at a known offset; with
+    // placeholder zeros it is an ordinary `OP_PUSHBYTES_n` push.
+    let mut script_sig = Vec::with_capacity(total);
+    script_sig.extend_from_slice(height.as_bytes());
+    script_sig.push(spec.extranonce_len as u8);
+    let slot_in_script = script_sig.len();
+    script_sig.resize(slot_in_script + spec.extranonce_len, 0);
+    script_sig.extend_from_slice(tag.as_bytes());
+
+    let mut output = vec![TxOut {
+        value: spec.value,
+        script_pubkey: spec.payout.to_owned(),
+    }];
+    if let Some(commitment) = &spec.witness_commitment {
+        output.push(TxOut {
+            value: Amount::ZERO,
+            script_pubkey: commitment.clone(),
+        });
+    }
+    let tx = Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint::null(),
+            script_sig: ScriptBuf::from_bytes(script_sig),
+            sequence: Sequence::MAX,
+            witness: Witness::new(),
+        }],
+        output,
+    };
+    let raw = bitcoin::consensus::serialize(&tx);
+    // version (4) || input count (1) || null outpoint (36) || scriptSig length (1, as
+    // the scriptSig is at most 100 bytes) || scriptSig up to the slot.
+    let slot = 4 + 1 + 36 + 1 + slot_in_script;
+    let end = slot + spec.extranonce_len;
+    match (raw.get(..slot), raw.get(end..)) {
+        (Some(coinb1), Some(coinb2)) => Ok(CoinbaseParts {
+            coinb1: coinb1.to_vec(),
+            coinb2: coinb2.to_vec(),
+        }),
+        // The layout above is fixed by the size checks; this is unreachable.
+        _ => Err(CoinbaseError::ScriptSigLen {
+            total,
+            height: height.len(),
+            extranonce: extranonce_push,
+            tag: tag.len(),
+        }),
+    }
+}
+
+/// Assembles the full block for a solved share.
+///
+/// `coinbase` is `coinb1 || extranonce1 || extranonce2 || coinb2`, deserialized with the
+/// `bitcoin` crate; `transactions` are the template's other transactions in block order.
+/// When the coinbase has a witness commitment output, its witness becomes the single
+/// 32-byte zero reserved value (BIP141), which the Stratum coinbase leaves out.
+///
+/// # Errors
+/// [`CoinbaseError::Decode`] when `coinbase` is not exactly one transaction,
+/// [`CoinbaseError::NotCoinbase`] when it is not a coinbase.
+pub fn assemble_block(
+    header: Header,
+    coinbase: &[u8],
+    transactions: &[Transaction],
+) -> Result<Block, CoinbaseError> {
+    let mut coinbase: Transaction =
+        bitcoin::consensus::deserialize(coinbase).map_err(CoinbaseError::Decode)?;
+    if !coinbase.is_coinbase() {
+        return Err(CoinbaseError::NotCoinbase(coinbase.compute_txid()));
+    }
+    if coinbase
+        .output
+        .iter()
+        .any(|out| is_witness_commitment(&out.script_pubkey))
+    {
+        if let Some(input) = coinbase.input.first_mut() {
+            input.witness = Witness::from_slice(&[[0u8; 32]]);
+        }
+    }
+    let mut txdata = Vec::with_capacity(1 + transactions.len());
+    txdata.push(coinbase);
+    txdata.extend_from_slice(transactions);
+    Ok(Block { header, txdata })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::block::Version as BlockVersion;
+    use bitcoin::hashes::Hash;
+    use bitcoin::{BlockHash, CompactTarget, TxMerkleNode};
+
+    const HEIGHTS: [u64; 7] = [0, 1, 16, 17, 127, 128, 500_000];
+
+    fn payout() -> ScriptBuf {
+        ScriptBuf::new_op_return([0x51u8; 4])
+    }
+
+    fn spec(height: u64, payout: &Script) -> CoinbaseSpec<'_> {
+        CoinbaseSpec {
+            height,
+            value: Amount::from_sat(50 * 100_000_000),
+            payout,
+            pool_tag: b"/quarry/",
+            extranonce_len: 8,
+            witness_commitment: None,
+        }
+    }
+
+    fn commitment() -> ScriptBuf {
+        let mut bytes = WITNESS_COMMITMENT_MAGIC.to_vec();
+        bytes.extend_from_slice(&[0x42; 32]);
+        ScriptBuf::from_bytes(bytes)
+    }
+
+    fn header() -> Header {
+        Header {
+            version: BlockVersion::from_consensus(0x2000_0000),
+            prev_blockhash: BlockHash::all_zeros(),
+            merkle_root: TxMerkleNode::all_zeros(),
+            time: 1_700_000_000,
+            bits: CompactTarget::from_consensus(0x207f_ffff),
+            nonce: 0,
+        }
+    }
+
+    #[test]
+    fn parts_reassemble_to_a_coinbase_for_any_extranonce() {
+        let payout = payout();
+        for height in HEIGHTS {
+            let parts = build(&spec(height, &payout)).unwrap();
+            assert_eq!(
+                parts.coinb1.last(),
+                Some(&8),
+                "coinb1 ends with the push length"
+            );
+            for extranonce in [[0u8; 8], [0xff; 8], *b"\x01\x4c\x4d\x4e\x00\x6a\x51\x00"] {
+                let raw = parts.with_extranonce(&extranonce);
+                let tx: Transaction = bitcoin::consensus::deserialize(&raw).unwrap();
+                assert!(tx.is_coinbase());
+                assert_eq!(bitcoin::consensus::serialize(&tx), raw);
+                let script_sig = tx.input[0].script_sig.as_bytes();
+                assert!(script_sig.windows(8).any(|w| w == extranonce));
+                assert!(script_sig.ends_with(b"\x08/quarry/"));
+                assert!(commits_to_height(&tx.input[0].script_sig, height));
+                assert_eq!(tx.output.len(), 1);
+                assert_eq!(tx.output[0].script_pubkey, payout);
+                assert_eq!(tx.output[0].value, Amount::from_sat(5_000_000_000));
+                assert_eq!(tx.version, Version::TWO);
+                assert_eq!(tx.lock_time, LockTime::ZERO);
+                assert_eq!(tx.input[0].sequence, Sequence::MAX);
+            }
+        }
+    }
+
+    #[test]
+    fn bip34_height_of_assembled_blocks() {
+        let payout = payout();
+        for height in HEIGHTS {
+            let parts = build(&spec(height, &payout)).unwrap();
+            let block = assemble_block(header(), &parts.with_extranonce(&[7; 8]), &[]).unwrap();
+            let script_sig = &block.txdata[0].input[0].script_sig;
+            assert!(commits_to_height(script_sig, height), "height {height}");
+            assert!(
+                !commits_to_height(script_sig, height + 1),
+                "height {height}"
+            );
+            if (1..=16).contains(&height) {
+                // Core's `CScript() << n` is OP_n here, which the crate does not read.
+                assert!(block.bip34_block_height().is_err(), "height {height}");
+            } else {
+                assert_eq!(block.bip34_block_height().unwrap(), height);
+            }
+        }
+    }
+
+    #[test]
+    fn height_pushes_match_bitcoin_core() {
+        let hex = |h| hex::encode(height_script(h).unwrap().as_bytes());
+        assert_eq!(hex(0), "00");
+        assert_eq!(hex(1), "51");
+        assert_eq!(hex(16), "60");
+        assert_eq!(hex(17), "0111");
+        assert_eq!(hex(127), "017f");
+        assert_eq!(hex(128), "028000");
+        // Mainnet block 500000's coinbase starts with 0320a107.
+        assert_eq!(hex(500_000), "0320a107");
+        assert!(matches!(
+            height_script(u64::MAX),
+            Err(CoinbaseError::Height(u64::MAX))
+        ));
+    }
+
+    #[test]
+    fn script_sig_is_bounded() {
+        let payout = payout();
+        // height push 4 + extranonce push 9 + tag push 2+85 (OP_PUSHDATA1) = 100 bytes.
+        let tag = [b'q'; 85];
+        let ok = CoinbaseSpec {
+            pool_tag: &tag,
+            ..spec(500_000, &payout)
+        };
+        let parts = build(&ok).unwrap();
+        let tx: Transaction =
+            bitcoin::consensus::deserialize(&parts.with_extranonce(&[0; 8])).unwrap();
+        assert_eq!(tx.input[0].script_sig.len(), 100);
+
+        let tag = [b'q'; 86];
+        let err = build(&CoinbaseSpec {
+            pool_tag: &tag,
+            ..spec(500_000, &payout)
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "coinbase scriptsig is 101 bytes (height push 4, extranonce push 9, pool tag push 88), \
+             must be 2..=100 bytes"
+        );
+
+        for extranonce_len in [0, 76] {
+            let err = build(&CoinbaseSpec {
+                extranonce_len,
+                pool_tag: b"",
+                ..spec(0, &payout)
+            })
+            .unwrap_err();
+            assert!(matches!(err, CoinbaseError::ExtranonceLen { got } if got == extranonce_len));
+        }
+        // The smallest scriptSig: OP_0 and a one-byte extranonce push.
+        let parts = build(&CoinbaseSpec {
+            extranonce_len: 1,
+            pool_tag: b"",
+            ..spec(0, &payout)
+        })
+        .unwrap();
+        let tx: Transaction =
+            bitcoin::consensus::deserialize(&parts.with_extranonce(&[0])).unwrap();
+        assert_eq!(tx.input[0].script_sig.as_bytes(), [0x00, 0x01, 0x00]);
+    }
+
+    #[test]
+    fn witness_is_added_only_with_a_commitment() {
+        let payout = payout();
+        let plain = build(&spec(17, &payout)).unwrap();
+        let block = assemble_block(header(), &plain.with_extranonce(&[1; 8]), &[]).unwrap();
+        assert!(block.txdata[0].input[0].witness.is_empty());
+        assert!(block.check_witness_commitment());
+
+        let segwit = build(&CoinbaseSpec {
+            witness_commitment: Some(commitment()),
+            ..spec(17, &payout)
+        })
+        .unwrap();
+        let raw = segwit.with_extranonce(&[1; 8]);
+        let tx: Transaction = bitcoin::consensus::deserialize(&raw).unwrap();
+        assert_eq!(tx.output.len(), 2);
+        assert_eq!(tx.output[1].value, Amount::ZERO);
+        assert_eq!(tx.output[1].script_pubkey, commitment());
+        assert!(
+            tx.input[0].witness.is_empty(),
+            "coinb1/coinb2 carry no witness"
+        );
+
+        let block = assemble_block(header(), &raw, &[]).unwrap();
+        let witness: Vec<&[u8]> = block.txdata[0].input[0].witness.iter().collect();
+        assert_eq!(witness, [&[0u8; 32][..]]);
+        // The txid, and so the merkle root, does not depend on the witness.
+        assert_eq!(block.txdata[0].compute_txid(), tx.compute_txid());
+    }
+
+    #[test]
+    fn malformed_commitments_are_rejected() {
+        let payout = payout();
+        let err = build(&CoinbaseSpec {
+            witness_commitment: Some(ScriptBuf::from_bytes(vec![0x6a, 0x24])),
+            ..spec(1, &payout)
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "witness commitment script 6a24 is not 6a24aa21a9ed followed by 32 bytes"
+        );
+    }
+
+    #[test]
+    fn assembly_rejects_garbage_and_non_coinbases() {
+        let payout = payout();
+        let parts = build(&spec(3, &payout)).unwrap();
+        let mut raw = parts.with_extranonce(&[0; 8]);
+        raw.push(0);
+        assert!(matches!(
+            assemble_block(header(), &raw, &[]),
+            Err(CoinbaseError::Decode(_))
+        ));
+        assert!(matches!(
+            assemble_block(header(), &[], &[]),
+            Err(CoinbaseError::Decode(_))
+        ));
+
+        let mut tx: Transaction =
+            bitcoin::consensus::deserialize(&parts.with_extranonce(&[0; 8])).unwrap();
+        tx.input[0].previous_output.vout = 0;
+        let raw = bitcoin::consensus::serialize(&tx);
+        assert!(matches!(
+            assemble_block(header(), &raw, &[]),
+            Err(CoinbaseError::NotCoinbase(_))
+        ));
+    }
+
+    #[test]
+    fn template_transactions_follow_the_coinbase() {
+        let payout = payout();
+        let parts = build(&spec(200, &payout)).unwrap();
+        let other: Transaction = bitcoin::consensus::deserialize(
+            &build(&spec(1, &payout)).unwrap().with_extranonce(&[9; 8]),
+        )
+        .unwrap();
+        let block = assemble_block(
+            header(),
+            &parts.with_extranonce(&[0; 8]),
+            std::slice::from_ref(&other),
+        )
+        .unwrap();
+        assert_eq!(block.txdata.len(), 2);
+        assert_eq!(block.txdata[1], other);
+    }
+}

@@ -1,10 +1,39 @@
 //! Quarry's Stratum V1 pool.
 //!
+//! Data flows one way: socket → codec → session → validator → store/accounting →
+//! reply. Jobs flow the other way: chain → job source → job book → one
+//! pre-serialized notify → every session.
+//!
 //! # Layout
-//! - [`chain`]: the embedded chain, the default job source.
-//! - [`coinbase`]: coinbase transactions with an extranonce slot, and block assembly.
-//! - [`store`]: the SQLite store with group commit (shares, blocks, chain, totals).
+//! - [`config`]: options from flags, `QUARRY_POOL_*` env and the TOML file.
+//! - [`server`]: starting and stopping the pool; [`run`]: the `run` command.
+//! - [`listener`]: plain and TLS accept loops; [`tls`]: certificates and reload.
+//! - [`session`]: one Stratum connection.
+//! - [`extranonce`]: extranonce1 leases.
+//! - [`validate`]: share validation.
+//! - [`vardiff`]: per-connection difficulty.
+//! - [`jobs`]: the job book and the fan-out of jobs.
+//! - [`source`]: the job source (embedded chain) and found blocks.
+//! - [`chain`]: the embedded chain.
+//! - [`coinbase`]: coinbase transactions with an extranonce slot, block assembly.
+//! - [`accounting`]: per-worker and pool numbers in memory.
+//! - [`store`]: the SQLite store with group commit.
+//! - [`api`]: the HTTP API; [`cli`]: the `workers` and `blocks` commands.
 
+pub mod accounting;
+pub mod api;
 pub mod chain;
+pub mod cli;
 pub mod coinbase;
+pub mod config;
+pub mod extranonce;
+pub mod jobs;
+pub mod listener;
+pub mod run;
+pub mod server;
+pub mod session;
+pub mod source;
 pub mod store;
+pub mod tls;
+pub mod validate;
+pub mod vardiff;

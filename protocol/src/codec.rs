@@ -48,7 +48,7 @@ impl Decoder for LineCodec {
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<String>, CodecError> {
         loop {
             // A line of max_length bytes plus its '\n' is the longest acceptable frame.
-            let limit = buf.len().min(self.max_length + 1);
+            let limit = buf.len().min(self.max_length.saturating_add(1));
             let newline = buf[self.searched..limit].iter().position(|&b| b == b'\n');
             let Some(offset) = newline else {
                 if buf.len() > self.max_length {
@@ -132,6 +132,12 @@ mod tests {
             decode_all(&mut codec, b"123456789"),
             Err(CodecError::LineTooLong { max: 8 })
         ));
+    }
+
+    #[test]
+    fn an_unlimited_maximum_does_not_overflow() {
+        let mut codec = LineCodec::new(usize::MAX);
+        assert_eq!(decode_all(&mut codec, b"a\nb").unwrap(), ["a"]);
     }
 
     #[test]

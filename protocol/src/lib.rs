@@ -13,7 +13,7 @@
 //! - [`share`]: coinbase and header assembly, BIP310 version rolling.
 //! - [`merkle`]: Stratum merkle branches and roots.
 //! - [`target`]: difficulty ⇄ target, compact nBits, hash difficulty, hashrate.
-//! - [`hash`]: sha256d.
+//! - [`hash`]: sha256d, the proof-of-work and merkle hash.
 //!
 //! The wire rules follow `STRATUM.md` (the project's verified protocol reference).
 

@@ -39,6 +39,16 @@ pub enum ParamsError {
         name: &'static str,
         source: FieldError,
     },
+    /// A string that should hold a number but does not; quotes the string.
+    #[error(
+        "{method}: parameter {index} ({name}) must be a number or a numeric string, got {input:?}"
+    )]
+    NotNumeric {
+        method: &'static str,
+        index: usize,
+        name: &'static str,
+        input: String,
+    },
     /// A difficulty that is not a finite positive number.
     #[error("{method}: {source}")]
     Difficulty {
@@ -118,15 +128,28 @@ impl<'a> Params<'a> {
             .ok_or_else(|| self.type_error(index, name, "a non-negative integer"))
     }
 
+    /// A number sent as a JSON number or a numeric string.
+    fn number(&self, index: usize, name: &'static str) -> Result<f64, ParamsError> {
+        match self.get(index, name)? {
+            Value::Number(n) => n
+                .as_f64()
+                .ok_or_else(|| self.type_error(index, name, "a number or a numeric string")),
+            Value::String(s) => s
+                .trim()
+                .parse::<f64>()
+                .map_err(|_| ParamsError::NotNumeric {
+                    method: self.method,
+                    index,
+                    name,
+                    input: truncate(s),
+                }),
+            _ => Err(self.type_error(index, name, "a number or a numeric string")),
+        }
+    }
+
     /// A difficulty sent as a number or a numeric string.
     fn difficulty(&self, index: usize, name: &'static str) -> Result<Difficulty, ParamsError> {
-        let value = self.get(index, name)?;
-        let number = match value {
-            Value::Number(n) => n.as_f64(),
-            Value::String(s) => s.trim().parse::<f64>().ok(),
-            _ => None,
-        }
-        .ok_or_else(|| self.type_error(index, name, "a number or a numeric string"))?;
+        let number = self.number(index, name)?;
         Difficulty::new(number).map_err(|source| ParamsError::Difficulty {
             method: self.method,
             source,
@@ -409,7 +432,11 @@ impl ClientRequest {
                 };
                 ClientRequest::Authorize(Authorize {
                     username: p.str(0, "username")?.to_owned(),
-                    password: p.optional_str(1, "password")?.map(str::to_owned),
+                    // `params()` sends "" for no password, so "" reads back as none.
+                    password: p
+                        .optional_str(1, "password")?
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned),
                 })
             }
             "mining.submit" => {
@@ -463,7 +490,8 @@ impl ClientRequest {
                 serde_json::json!([c.extensions, Value::Object(c.params.clone())])
             }
             ClientRequest::Subscribe(s) => match (&s.user_agent, &s.session_id) {
-                (None, _) => serde_json::json!([]),
+                (None, None) => serde_json::json!([]),
+                (None, Some(session)) => serde_json::json!([null, session]),
                 (Some(agent), None) => serde_json::json!([agent]),
                 (Some(agent), Some(session)) => serde_json::json!([agent, session]),
             },
@@ -626,7 +654,13 @@ impl ServerMessage {
                 ServerMessage::Reconnect(Reconnect {
                     host: p.optional_str(0, "host")?.map(str::to_owned),
                     port,
-                    wait_seconds: p.optional(2).and_then(Value::as_u64).unwrap_or(0),
+                    wait_seconds: match p.optional(2) {
+                        None => 0,
+                        Some(Value::String(s)) => s.trim().parse().map_err(|_| {
+                            p.type_error(2, "wait_seconds", "a non-negative integer")
+                        })?,
+                        Some(_) => p.u64(2, "wait_seconds")?,
+                    },
                 })
             }
             "client.show_message" => {
@@ -676,9 +710,9 @@ impl ServerMessage {
                 extranonce2_size,
             } => serde_json::json!([extranonce1, extranonce2_size]),
             ServerMessage::SetVersionMask(mask) => serde_json::json!([mask]),
-            ServerMessage::Reconnect(r) => match &r.host {
-                None => serde_json::json!([]),
-                Some(host) => serde_json::json!([host, r.port, r.wait_seconds]),
+            ServerMessage::Reconnect(r) => match (&r.host, r.port, r.wait_seconds) {
+                (None, None, 0) => serde_json::json!([]),
+                (host, port, wait) => serde_json::json!([host, port, wait]),
             },
             ServerMessage::ShowMessage(text) => serde_json::json!([text]),
             ServerMessage::GetVersion | ServerMessage::Ping => serde_json::json!([]),

@@ -1,0 +1,433 @@
+//! Per-worker and pool-wide share accounting in memory, without a global lock:
+//! counters are atomics, each worker's hashrate window has its own small lock.
+//!
+//! The durable copy lives in the store; this is what the API reads, rebuilt from
+//! the store on start.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dashmap::DashMap;
+use quarry_protocol::target::hashrate;
+
+use crate::store::{RejectKind, WorkerTotals};
+
+/// Width of one hashrate bucket.
+const BUCKET_MS: i64 = 10_000;
+/// Buckets kept: one hour.
+const BUCKETS: usize = 360;
+
+/// An f64 in an `AtomicU64`.
+#[derive(Debug, Default)]
+struct AtomicF64(AtomicU64);
+
+impl AtomicF64 {
+    fn load(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+    fn store(&self, value: f64) {
+        self.0.store(value.to_bits(), Ordering::Relaxed);
+    }
+    fn add(&self, value: f64) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + value).to_bits())
+            });
+    }
+    fn max(&self, value: f64) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                (value > f64::from_bits(bits)).then_some(value.to_bits())
+            });
+    }
+}
+
+/// Accepted difficulty per 10-second bucket over the last hour.
+#[derive(Debug)]
+struct Window {
+    buckets: Box<[f64; BUCKETS]>,
+    /// Index (time / BUCKET_MS) of the newest bucket written.
+    newest: i64,
+}
+
+impl Window {
+    fn new() -> Window {
+        Window {
+            buckets: Box::new([0.0; BUCKETS]),
+            newest: 0,
+        }
+    }
+
+    fn advance(&mut self, index: i64) {
+        if index <= self.newest {
+            return;
+        }
+        let gap = (index - self.newest).min(BUCKETS as i64);
+        for i in 1..=gap {
+            self.buckets[((self.newest + i) as usize) % BUCKETS] = 0.0;
+        }
+        self.newest = index;
+    }
+
+    fn add(&mut self, time_ms: i64, difficulty: f64) {
+        let index = time_ms.div_euclid(BUCKET_MS);
+        self.advance(index);
+        if self.newest - index < BUCKETS as i64 {
+            self.buckets[(index as usize) % BUCKETS] += difficulty;
+        }
+    }
+
+    /// Accepted difficulty over the last `span_ms` (whole buckets).
+    fn sum(&mut self, now_ms: i64, span_ms: i64) -> f64 {
+        self.advance(now_ms.div_euclid(BUCKET_MS));
+        let count = (span_ms / BUCKET_MS).clamp(1, BUCKETS as i64);
+        (0..count)
+            .map(|back| self.buckets[((self.newest - back).rem_euclid(BUCKETS as i64)) as usize])
+            .sum()
+    }
+}
+
+/// One worker's live numbers.
+#[derive(Debug)]
+pub struct WorkerStats {
+    pub name: Arc<str>,
+    accepted: AtomicU64,
+    accepted_difficulty: AtomicF64,
+    rejected: [AtomicU64; 5],
+    best_share: AtomicF64,
+    last_share_ms: AtomicI64,
+    sessions: AtomicU64,
+    difficulty: AtomicF64,
+    /// When this process first saw the worker, to avoid under-reporting a young window.
+    first_seen_ms: i64,
+    window: Mutex<Window>,
+}
+
+/// A snapshot of a worker for the API.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct WorkerView {
+    pub worker: String,
+    pub account: String,
+    pub accepted: u64,
+    pub accepted_difficulty: f64,
+    pub rejected: u64,
+    pub rejected_by_reason: std::collections::BTreeMap<&'static str, u64>,
+    pub hashrate_1m: f64,
+    pub hashrate_10m: f64,
+    pub hashrate_1h: f64,
+    pub best_share_difficulty: f64,
+    pub last_share: Option<String>,
+    pub sessions: u64,
+    pub difficulty: f64,
+}
+
+/// The account of `account.worker` (the whole name when it has no dot).
+pub fn account_of(worker: &str) -> &str {
+    worker
+        .split_once('.')
+        .map_or(worker, |(account, _)| account)
+}
+
+impl WorkerStats {
+    fn new(name: Arc<str>, now_ms: i64) -> WorkerStats {
+        WorkerStats {
+            name,
+            accepted: AtomicU64::new(0),
+            accepted_difficulty: AtomicF64::default(),
+            rejected: Default::default(),
+            best_share: AtomicF64::default(),
+            last_share_ms: AtomicI64::new(i64::MIN),
+            sessions: AtomicU64::new(0),
+            difficulty: AtomicF64::default(),
+            first_seen_ms: now_ms,
+            window: Mutex::new(Window::new()),
+        }
+    }
+
+    /// Hashrate over the last `span_ms`, in hashes per second.
+    fn hashrate(&self, now_ms: i64, span_ms: i64) -> f64 {
+        let sum = self
+            .window
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sum(now_ms, span_ms);
+        let observed = (now_ms - self.first_seen_ms).clamp(BUCKET_MS, span_ms);
+        hashrate(sum, observed as f64 / 1000.0)
+    }
+
+    fn view(&self, now_ms: i64) -> WorkerView {
+        let rejected: Vec<u64> = self
+            .rejected
+            .iter()
+            .map(|r| r.load(Ordering::Relaxed))
+            .collect();
+        let last = self.last_share_ms.load(Ordering::Relaxed);
+        WorkerView {
+            worker: self.name.to_string(),
+            account: account_of(&self.name).to_owned(),
+            accepted: self.accepted.load(Ordering::Relaxed),
+            accepted_difficulty: self.accepted_difficulty.load(),
+            rejected: rejected.iter().sum(),
+            rejected_by_reason: RejectKind::ALL
+                .iter()
+                .map(|k| (k.as_str(), rejected[*k as usize]))
+                .collect(),
+            hashrate_1m: self.hashrate(now_ms, 60_000),
+            hashrate_10m: self.hashrate(now_ms, 600_000),
+            hashrate_1h: self.hashrate(now_ms, 3_600_000),
+            best_share_difficulty: self.best_share.load(),
+            last_share: (last != i64::MIN).then(|| rfc3339(last)),
+            sessions: self.sessions.load(Ordering::Relaxed),
+            difficulty: self.difficulty.load(),
+        }
+    }
+}
+
+/// Formats unix milliseconds as RFC 3339 (UTC).
+pub fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// Milliseconds since the Unix epoch now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Pool-wide totals.
+#[derive(Debug, Default)]
+pub struct PoolTotals {
+    pub accepted: AtomicU64,
+    accepted_difficulty: AtomicF64,
+    pub rejected: AtomicU64,
+    pub sessions: AtomicU64,
+    pub blocks: AtomicU64,
+}
+
+/// All workers' numbers.
+#[derive(Debug, Default)]
+pub struct Accounting {
+    workers: DashMap<Arc<str>, Arc<WorkerStats>>,
+    pub totals: PoolTotals,
+    window: Mutex<Option<Window>>,
+    started_ms: AtomicI64,
+}
+
+impl Accounting {
+    /// Accounting restored from the store's totals and recent shares.
+    pub fn restore(totals: Vec<WorkerTotals>, recent: Vec<(String, i64, f64)>) -> Accounting {
+        let now = now_ms();
+        let accounting = Accounting::default();
+        accounting.started_ms.store(now, Ordering::Relaxed);
+        // Restored history covers the past: no young-window correction for these.
+        let restored = |name: &str| accounting.worker_seen_since(name, i64::MIN / 2);
+        for t in totals {
+            let stats = restored(&t.worker);
+            stats.accepted.store(t.accepted, Ordering::Relaxed);
+            stats.accepted_difficulty.store(t.accepted_difficulty);
+            for (slot, value) in stats.rejected.iter().zip(t.rejected) {
+                slot.store(value, Ordering::Relaxed);
+            }
+            stats.best_share.store(t.best_share_difficulty);
+            stats
+                .last_share_ms
+                .store(t.last_share_ms.unwrap_or(i64::MIN), Ordering::Relaxed);
+            accounting
+                .totals
+                .accepted
+                .fetch_add(t.accepted, Ordering::Relaxed);
+            accounting
+                .totals
+                .accepted_difficulty
+                .add(t.accepted_difficulty);
+            accounting
+                .totals
+                .rejected
+                .fetch_add(t.rejected.iter().sum(), Ordering::Relaxed);
+        }
+        for (worker, time_ms, difficulty) in recent {
+            let stats = restored(&worker);
+            stats
+                .window
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .add(time_ms, difficulty);
+            accounting.pool_window(|w| w.add(time_ms, difficulty));
+        }
+        accounting
+    }
+
+    fn pool_window<R>(&self, f: impl FnOnce(&mut Window) -> R) -> R {
+        let mut guard = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        f(guard.get_or_insert_with(Window::new))
+    }
+
+    /// The stats of `worker`, created on first use.
+    pub fn worker(&self, worker: &str) -> Arc<WorkerStats> {
+        self.worker_seen_since(worker, now_ms())
+    }
+
+    fn worker_seen_since(&self, worker: &str, first_seen_ms: i64) -> Arc<WorkerStats> {
+        if let Some(stats) = self.workers.get(worker) {
+            return stats.clone();
+        }
+        let name: Arc<str> = worker.into();
+        self.workers
+            .entry(name.clone())
+            .or_insert_with(|| Arc::new(WorkerStats::new(name, first_seen_ms)))
+            .clone()
+    }
+
+    /// Whether the worker is known.
+    pub fn knows(&self, worker: &str) -> bool {
+        self.workers.contains_key(worker)
+    }
+
+    /// Counts an acknowledged share.
+    pub fn record_accept(
+        &self,
+        stats: &WorkerStats,
+        difficulty: f64,
+        hash_difficulty: f64,
+        time_ms: i64,
+    ) {
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        stats.accepted_difficulty.add(difficulty);
+        stats.best_share.max(hash_difficulty);
+        stats.last_share_ms.fetch_max(time_ms, Ordering::Relaxed);
+        stats
+            .window
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(time_ms, difficulty);
+        self.totals.accepted.fetch_add(1, Ordering::Relaxed);
+        self.totals.accepted_difficulty.add(difficulty);
+        self.pool_window(|w| w.add(time_ms, difficulty));
+    }
+
+    /// Counts a rejected share.
+    pub fn record_reject(&self, stats: &WorkerStats, kind: RejectKind) {
+        stats.rejected[kind as usize].fetch_add(1, Ordering::Relaxed);
+        self.totals.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A session authorized as this worker.
+    pub fn session_opened(&self, stats: &WorkerStats) {
+        stats.sessions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A session of this worker closed.
+    pub fn session_closed(&self, stats: &WorkerStats) {
+        let _ = stats
+            .sessions
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Records the difficulty last sent to this worker.
+    pub fn set_difficulty(&self, stats: &WorkerStats, difficulty: f64) {
+        stats.difficulty.store(difficulty);
+    }
+
+    /// Snapshots of all workers (optionally of one account), sorted by name.
+    pub fn workers(&self, account: Option<&str>) -> Vec<WorkerView> {
+        let now = now_ms();
+        let mut views: Vec<WorkerView> = self
+            .workers
+            .iter()
+            .filter(|e| account.is_none_or(|a| account_of(e.key()) == a))
+            .map(|e| e.value().view(now))
+            .collect();
+        views.sort_by(|a, b| a.worker.cmp(&b.worker));
+        views
+    }
+
+    /// A snapshot of one worker.
+    pub fn worker_view(&self, worker: &str) -> Option<WorkerView> {
+        self.workers.get(worker).map(|s| s.view(now_ms()))
+    }
+
+    /// Pool hashrate over `span_ms`.
+    pub fn pool_hashrate(&self, span_ms: i64) -> f64 {
+        let now = now_ms();
+        let sum = self.pool_window(|w| w.sum(now, span_ms));
+        let started = self.started_ms.load(Ordering::Relaxed);
+        let observed = if started == 0 {
+            span_ms
+        } else {
+            (now - started).clamp(BUCKET_MS, span_ms)
+        };
+        hashrate(sum, observed as f64 / 1000.0)
+    }
+
+    /// Total accepted difficulty.
+    pub fn accepted_difficulty(&self) -> f64 {
+        self.totals.accepted_difficulty.load()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_views() {
+        let accounting = Accounting::default();
+        let alice = accounting.worker("alice.rig1");
+        accounting.record_accept(&alice, 2.0, 3.5, now_ms());
+        accounting.record_accept(&alice, 2.0, 1e9, now_ms());
+        accounting.record_reject(&alice, RejectKind::Stale);
+        accounting.worker("bob");
+        let view = accounting.worker_view("alice.rig1").unwrap();
+        assert_eq!(view.account, "alice");
+        assert_eq!(view.accepted, 2);
+        assert_eq!(view.accepted_difficulty, 4.0);
+        assert_eq!(view.rejected, 1);
+        assert_eq!(view.rejected_by_reason["stale"], 1);
+        assert_eq!(view.best_share_difficulty, 1e9);
+        assert!(view.hashrate_1m > 0.0);
+        assert_eq!(accounting.workers(Some("alice")).len(), 1);
+        assert_eq!(accounting.workers(None).len(), 2);
+        assert_eq!(accounting.totals.accepted.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn window_sums_only_its_span() {
+        let mut window = Window::new();
+        let now = 1_000_000_000;
+        window.add(now - 3_000_000, 5.0);
+        window.add(now - 120_000, 2.0);
+        window.add(now - 1_000, 1.0);
+        assert_eq!(window.sum(now, 60_000), 1.0);
+        assert_eq!(window.sum(now, 600_000), 3.0);
+        assert_eq!(window.sum(now, 3_600_000), 8.0);
+        // Far in the future everything has aged out.
+        assert_eq!(window.sum(now + 4_000_000, 3_600_000), 0.0);
+    }
+
+    #[test]
+    fn restore_rebuilds_totals_and_windows() {
+        let now = now_ms();
+        let totals = vec![WorkerTotals {
+            worker: "carol.a".into(),
+            accepted: 7,
+            accepted_difficulty: 14.0,
+            rejected: [1, 0, 0, 0, 0],
+            best_share_difficulty: 9.0,
+            last_share_ms: Some(now),
+        }];
+        let accounting = Accounting::restore(totals, vec![("carol.a".into(), now - 5_000, 14.0)]);
+        let view = accounting.worker_view("carol.a").unwrap();
+        assert_eq!((view.accepted, view.rejected), (7, 1));
+        let expected = hashrate(14.0, 60.0);
+        assert!((view.hashrate_1m - expected).abs() / expected < 1e-9);
+    }
+}

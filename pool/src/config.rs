@@ -1,0 +1,369 @@
+//! Pool configuration: every option settable by file (`--config FILE`), by
+//! `QUARRY_POOL_*` environment variable, or by flag, with flag > env > file > default.
+//!
+//! Clap resolves flag and environment; the TOML file fills what both left unset;
+//! [`PoolConfig::resolve`] applies the defaults and checks every value.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+/// Command line of `quarry-pool`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "quarry-pool",
+    version,
+    about = "Quarry: a Stratum V1 mining pool",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// What to do; `run` when none is given.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the pool (the default).
+    Run(Box<RunArgs>),
+    /// Print per-worker shares and hashrate from a running pool's API.
+    Workers(crate::cli::WorkersArgs),
+    /// Print the blocks a running pool has found.
+    Blocks(crate::cli::BlocksArgs),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Options of `quarry-pool run`. Every field is optional here: unset means
+/// "take it from the config file, else the default" (defaults shown in `--help`).
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunArgs {
+    /// TOML config file (see config/pool.toml).
+    #[arg(long, env = "QUARRY_POOL_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Plain Stratum listen address, or `off` [default: 0.0.0.0:3333].
+    #[arg(long, env = "QUARRY_POOL_STRATUM_TCP", value_name = "ADDR|off")]
+    pub stratum_tcp: Option<String>,
+    /// Stratum over TLS listen address, or `off` [default: 0.0.0.0:3334].
+    #[arg(long, env = "QUARRY_POOL_STRATUM_TLS", value_name = "ADDR|off")]
+    pub stratum_tls: Option<String>,
+    /// TLS certificate chain (PEM). Without it the pool makes a self-signed one.
+    #[arg(
+        long,
+        env = "QUARRY_POOL_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(
+        long,
+        env = "QUARRY_POOL_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// HTTP API listen address, or `off` [default: 127.0.0.1:8080].
+    #[arg(long, env = "QUARRY_POOL_API", value_name = "ADDR|off")]
+    pub api: Option<String>,
+    /// Where shares, blocks, the chain and the TLS certificate live [default: ./quarry-data].
+    #[arg(long, env = "QUARRY_POOL_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Initial network difficulty of the embedded chain; fractional allowed [default: 0.001].
+    #[arg(long, env = "QUARRY_POOL_CHAIN_DIFFICULTY", value_name = "DIFF")]
+    pub chain_difficulty: Option<f64>,
+    /// Target block time of the embedded chain, in seconds [default: 60].
+    #[arg(long, env = "QUARRY_POOL_BLOCK_TIME", value_name = "SECONDS")]
+    pub block_time: Option<f64>,
+    /// Blocks between difficulty retargets of the embedded chain [default: 60].
+    #[arg(long, env = "QUARRY_POOL_RETARGET_INTERVAL", value_name = "BLOCKS")]
+    pub retarget_interval: Option<u32>,
+    /// Address (regtest format) that block rewards pay to [default: a fixed script].
+    #[arg(long, env = "QUARRY_POOL_PAYOUT_ADDRESS", value_name = "ADDRESS")]
+    pub payout_address: Option<String>,
+    /// Tag written into every coinbase [default: /quarry/].
+    #[arg(long, env = "QUARRY_POOL_POOL_TAG", value_name = "TEXT")]
+    pub pool_tag: Option<String>,
+    /// Seconds between non-clean job refreshes [default: 30].
+    #[arg(long, env = "QUARRY_POOL_JOB_INTERVAL", value_name = "SECONDS")]
+    pub job_interval: Option<f64>,
+
+    /// Vardiff: the share interval each connection is steered to, in seconds [default: 10].
+    #[arg(long, env = "QUARRY_POOL_SHARE_INTERVAL", value_name = "SECONDS")]
+    pub share_interval: Option<f64>,
+    /// Starting share difficulty [default: 1].
+    #[arg(long, env = "QUARRY_POOL_START_DIFFICULTY", value_name = "DIFF")]
+    pub start_difficulty: Option<f64>,
+    /// Lowest share difficulty; down to 1e-12 [default: 1e-12].
+    #[arg(long, env = "QUARRY_POOL_MIN_DIFFICULTY", value_name = "DIFF")]
+    pub min_difficulty: Option<f64>,
+    /// Highest share difficulty [default: 1e15].
+    #[arg(long, env = "QUARRY_POOL_MAX_DIFFICULTY", value_name = "DIFF")]
+    pub max_difficulty: Option<f64>,
+    /// Vardiff retarget window in seconds [default: 6 share intervals].
+    #[arg(long, env = "QUARRY_POOL_VARDIFF_WINDOW", value_name = "SECONDS")]
+    pub vardiff_window: Option<f64>,
+    /// Extranonce2 size in bytes, 2..=8 [default: 4].
+    #[arg(long, env = "QUARRY_POOL_EXTRANONCE2_SIZE", value_name = "BYTES")]
+    pub extranonce2_size: Option<usize>,
+    /// BIP310 version-rolling mask the pool allows, hex [default: 1fffe000].
+    #[arg(long, env = "QUARRY_POOL_VERSION_MASK", value_name = "HEX")]
+    pub version_mask: Option<String>,
+
+    /// Longest accepted Stratum line in bytes [default: 16384].
+    #[arg(long, env = "QUARRY_POOL_MAX_LINE_LENGTH", value_name = "BYTES")]
+    pub max_line_length: Option<usize>,
+    /// Seconds a TLS handshake may take [default: 10].
+    #[arg(long, env = "QUARRY_POOL_HANDSHAKE_TIMEOUT", value_name = "SECONDS")]
+    pub handshake_timeout: Option<f64>,
+    /// Seconds to finish in-flight work on SIGINT/SIGTERM [default: 10].
+    #[arg(long, env = "QUARRY_POOL_SHUTDOWN_TIMEOUT", value_name = "SECONDS")]
+    pub shutdown_timeout: Option<f64>,
+    /// Log format [default: text]. Verbosity comes from RUST_LOG.
+    #[arg(long, env = "QUARRY_POOL_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+impl RunArgs {
+    /// Fills every option still unset from `file`.
+    fn or(self, file: RunArgs) -> RunArgs {
+        macro_rules! merge {
+            ($($field:ident),* $(,)?) => {
+                RunArgs { config: self.config, $($field: self.$field.or(file.$field),)* }
+            };
+        }
+        merge!(
+            stratum_tcp,
+            stratum_tls,
+            tls_cert,
+            tls_key,
+            api,
+            data_dir,
+            chain_difficulty,
+            block_time,
+            retarget_interval,
+            payout_address,
+            pool_tag,
+            job_interval,
+            share_interval,
+            start_difficulty,
+            min_difficulty,
+            max_difficulty,
+            vardiff_window,
+            extranonce2_size,
+            version_mask,
+            max_line_length,
+            handshake_timeout,
+            shutdown_timeout,
+            log_format,
+        )
+    }
+}
+
+/// A listener address, or none.
+pub type Listen = Option<SocketAddr>;
+
+/// The resolved, checked configuration.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub stratum_tcp: Listen,
+    pub stratum_tls: Listen,
+    pub tls_cert: Option<(PathBuf, PathBuf)>,
+    pub api: Listen,
+    pub data_dir: PathBuf,
+    pub chain_difficulty: f64,
+    pub block_time: Duration,
+    pub retarget_interval: u32,
+    pub payout_address: Option<String>,
+    pub pool_tag: String,
+    pub job_interval: Duration,
+    pub share_interval: Duration,
+    pub start_difficulty: f64,
+    pub min_difficulty: f64,
+    pub max_difficulty: f64,
+    pub vardiff_window: Duration,
+    pub extranonce2_size: usize,
+    pub version_mask: u32,
+    pub max_line_length: usize,
+    pub handshake_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub log_format: LogFormat,
+}
+
+fn listen(name: &str, value: Option<String>, default: &str) -> anyhow::Result<Listen> {
+    let value = value.unwrap_or_else(|| default.to_owned());
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    value.parse().map(Some).with_context(|| {
+        format!("{name}: {value:?} is neither an address like 0.0.0.0:3333 nor `off`")
+    })
+}
+
+fn seconds(name: &str, value: Option<f64>, default: f64) -> anyhow::Result<Duration> {
+    let value = value.unwrap_or(default);
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("{name}: {value} is not a positive number of seconds"))
+}
+
+fn positive(name: &str, value: Option<f64>, default: f64) -> anyhow::Result<f64> {
+    let value = value.unwrap_or(default);
+    if !(value.is_finite() && value > 0.0) {
+        bail!("{name}: {value} must be a finite number above zero");
+    }
+    Ok(value)
+}
+
+impl PoolConfig {
+    /// Resolves command-line/env options over the config file and the defaults.
+    ///
+    /// # Errors
+    /// An unreadable or invalid config file, or any out-of-range value, named.
+    pub fn resolve(args: RunArgs) -> anyhow::Result<PoolConfig> {
+        let args = match &args.config {
+            Some(path) => {
+                let file = read_file(path)?;
+                args.or(file)
+            }
+            None => args,
+        };
+        let share_interval = seconds("share_interval", args.share_interval, 10.0)?;
+        let min_difficulty = positive("min_difficulty", args.min_difficulty, 1e-12)?;
+        let max_difficulty = positive("max_difficulty", args.max_difficulty, 1e15)?;
+        if min_difficulty > max_difficulty {
+            bail!("min_difficulty {min_difficulty} is above max_difficulty {max_difficulty}");
+        }
+        let extranonce2_size = args.extranonce2_size.unwrap_or(4);
+        if !(2..=8).contains(&extranonce2_size) {
+            bail!("extranonce2_size: {extranonce2_size} must be 2..=8 bytes (cgminer refuses less than 2)");
+        }
+        let version_mask = match args.version_mask {
+            None => 0x1fff_e000,
+            Some(text) => u32::from_str_radix(text.trim_start_matches("0x"), 16)
+                .with_context(|| format!("version_mask: {text:?} is not 8 hex digits"))?,
+        };
+        let max_line_length = args.max_line_length.unwrap_or(16 * 1024);
+        if !(512..=1 << 20).contains(&max_line_length) {
+            bail!("max_line_length: {max_line_length} must be 512..=1048576 bytes");
+        }
+        let pool_tag = args.pool_tag.unwrap_or_else(|| "/quarry/".to_owned());
+        if pool_tag.len() > 40 {
+            bail!(
+                "pool_tag: {} bytes is too long for a coinbase (at most 40)",
+                pool_tag.len()
+            );
+        }
+        let retarget_interval = args.retarget_interval.unwrap_or(60);
+        if retarget_interval == 0 {
+            bail!("retarget_interval must be at least 1 block");
+        }
+        Ok(PoolConfig {
+            stratum_tcp: listen("stratum_tcp", args.stratum_tcp, "0.0.0.0:3333")?,
+            stratum_tls: listen("stratum_tls", args.stratum_tls, "0.0.0.0:3334")?,
+            tls_cert: args.tls_cert.zip(args.tls_key),
+            api: listen("api", args.api, "127.0.0.1:8080")?,
+            data_dir: args
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from("quarry-data")),
+            chain_difficulty: positive("chain_difficulty", args.chain_difficulty, 0.001)?,
+            block_time: seconds("block_time", args.block_time, 60.0)?,
+            retarget_interval,
+            payout_address: args.payout_address,
+            pool_tag,
+            job_interval: seconds("job_interval", args.job_interval, 30.0)?,
+            share_interval,
+            start_difficulty: positive("start_difficulty", args.start_difficulty, 1.0)?
+                .clamp(min_difficulty, max_difficulty),
+            min_difficulty,
+            max_difficulty,
+            vardiff_window: seconds(
+                "vardiff_window",
+                args.vardiff_window,
+                share_interval.as_secs_f64() * 6.0,
+            )?,
+            extranonce2_size,
+            version_mask,
+            max_line_length,
+            handshake_timeout: seconds("handshake_timeout", args.handshake_timeout, 10.0)?,
+            shutdown_timeout: seconds("shutdown_timeout", args.shutdown_timeout, 10.0)?,
+            log_format: args.log_format.unwrap_or_default(),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<RunArgs> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pool.toml");
+        std::fs::write(
+            &file,
+            "share_interval = 5.0\nstart_difficulty = 8.0\napi = \"off\"\n",
+        )
+        .unwrap();
+        let args = RunArgs {
+            config: Some(file),
+            start_difficulty: Some(2.0),
+            ..RunArgs::default()
+        };
+        let config = PoolConfig::resolve(args).unwrap();
+        assert_eq!(config.start_difficulty, 2.0);
+        assert_eq!(config.share_interval, Duration::from_secs(5));
+        assert_eq!(config.api, None);
+        assert_eq!(config.stratum_tcp, Some("0.0.0.0:3333".parse().unwrap()));
+    }
+
+    #[test]
+    fn documented_example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/pool.toml");
+        let args = RunArgs {
+            config: Some(path),
+            ..RunArgs::default()
+        };
+        PoolConfig::resolve(args).unwrap();
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let args = RunArgs {
+            extranonce2_size: Some(1),
+            ..RunArgs::default()
+        };
+        let err = PoolConfig::resolve(args).unwrap_err().to_string();
+        assert!(err.contains("extranonce2_size"), "{err}");
+        let args = RunArgs {
+            stratum_tcp: Some("nowhere".into()),
+            ..RunArgs::default()
+        };
+        let err = format!("{:#}", PoolConfig::resolve(args).unwrap_err());
+        assert!(err.contains("nowhere"), "{err}");
+    }
+}

@@ -1,0 +1,191 @@
+//! The job book: every job the pool has handed out that shares may still name,
+//! and the fan-out of new jobs to every session.
+//!
+//! A job is serialized once into its `mining.notify` line and shared by all
+//! sessions through a `watch` channel: the latest job wins, and a slow session
+//! never holds anyone else up.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bitcoin::Target;
+use dashmap::DashSet;
+use quarry_protocol::fields::{HexBytes, HexU32Be, JobId, PrevHash, RawHash};
+use quarry_protocol::jsonrpc::Id;
+use quarry_protocol::messages::{Notify, ServerMessage};
+use quarry_protocol::target::{network_difficulty, target_from_nbits};
+use tokio::sync::watch;
+
+use crate::chain::Template;
+
+/// How long a job from an older block is still recognised (and answered
+/// "stale" rather than "job not found").
+const RETAIN: Duration = Duration::from_secs(600);
+/// The most jobs kept at once.
+const MAX_JOBS: usize = 64;
+
+/// One job: a template as miners see it.
+pub struct Job {
+    pub id: u64,
+    /// The notify as first sent (`clean_jobs` as announced).
+    pub notify: Notify,
+    pub template: Arc<Template>,
+    pub block_target: Target,
+    pub network_difficulty: f64,
+    pub created: Instant,
+    /// Header hashes of the shares accepted on this job (first 16 bytes), for duplicates.
+    seen: DashSet<u128>,
+}
+
+impl Job {
+    /// The block height this job builds.
+    pub fn height(&self) -> u64 {
+        self.template.height
+    }
+
+    /// Records a share's header hash; `false` if it was seen before.
+    pub fn first_sighting(&self, hash: &[u8; 32]) -> bool {
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&hash[..16]);
+        self.seen.insert(u128::from_le_bytes(key))
+    }
+}
+
+/// A job as fanned out: the job and its notify line, serialized once.
+pub struct Announcement {
+    pub job: Arc<Job>,
+    pub clean: bool,
+    /// `mining.notify` with the announced `clean_jobs` flag.
+    pub line: Arc<str>,
+    /// The same notify with `clean_jobs = true`, for a session's first job.
+    pub clean_line: Arc<str>,
+    /// When it was published, for fan-out latency.
+    pub published: Instant,
+}
+
+/// All live jobs and the channel that announces new ones.
+pub struct JobBook {
+    jobs: RwLock<HashMap<u64, Arc<Job>>>,
+    height: AtomicU64,
+    next_id: AtomicU64,
+    announce: watch::Sender<Arc<Announcement>>,
+}
+
+impl JobBook {
+    /// A book whose first job is built from `template`.
+    pub fn new(template: Template) -> JobBook {
+        // Ids start from the clock so a restarted pool never reuses a recent id.
+        let first_id = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs() << 8);
+        let height = template.height;
+        let job = Arc::new(make_job(first_id, Arc::new(template), true));
+        let (announce, _) = watch::channel(announcement(job.clone(), true));
+        JobBook {
+            jobs: RwLock::new(HashMap::from([(first_id, job)])),
+            height: AtomicU64::new(height),
+            next_id: AtomicU64::new(first_id + 1),
+            announce,
+        }
+    }
+
+    /// Publishes a job built from `template` to every session. `clean` makes older
+    /// jobs void for miners; it is forced when the template builds a new height.
+    pub fn publish(&self, template: Template) -> Arc<Job> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let new_height = template.height != self.height.load(Ordering::Acquire);
+        let job = Arc::new(make_job(id, Arc::new(template), new_height));
+        {
+            let mut jobs = self.jobs.write().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            jobs.retain(|_, j| now.duration_since(j.created) < RETAIN);
+            if jobs.len() >= MAX_JOBS {
+                if let Some(oldest) = jobs.keys().min().copied() {
+                    jobs.remove(&oldest);
+                }
+            }
+            jobs.insert(id, job.clone());
+            self.height.store(job.height(), Ordering::Release);
+        }
+        self.announce
+            .send_replace(announcement(job.clone(), new_height));
+        job
+    }
+
+    /// The job with wire id `id`, if still known.
+    pub fn get(&self, id: &JobId) -> Option<Arc<Job>> {
+        let id = u64::from_str_radix(id.as_str(), 16).ok()?;
+        self.jobs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    /// The height current jobs build; jobs below it are stale.
+    pub fn height(&self) -> u64 {
+        self.height.load(Ordering::Acquire)
+    }
+
+    /// The latest announcement.
+    pub fn current(&self) -> Arc<Announcement> {
+        self.announce.borrow().clone()
+    }
+
+    /// A receiver that wakes on every new job.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Announcement>> {
+        self.announce.subscribe()
+    }
+}
+
+fn make_job(id: u64, template: Arc<Template>, clean: bool) -> Job {
+    let notify = Notify {
+        job_id: format!("{id:x}")
+            .parse()
+            .expect("hex of a u64 is a valid job id"),
+        prevhash: PrevHash::from_block_hash(template.prev_hash),
+        coinb1: HexBytes(template.coinbase.coinb1.clone()),
+        coinb2: HexBytes(template.coinbase.coinb2.clone()),
+        merkle_branch: template
+            .merkle_branch
+            .iter()
+            .copied()
+            .map(RawHash)
+            .collect(),
+        version: HexU32Be(template.version as u32),
+        nbits: HexU32Be(template.bits.to_consensus()),
+        ntime: HexU32Be(template.time),
+        clean_jobs: clean,
+    };
+    let nbits = template.bits.to_consensus();
+    Job {
+        id,
+        notify,
+        block_target: target_from_nbits(nbits),
+        network_difficulty: network_difficulty(nbits),
+        template,
+        created: Instant::now(),
+        seen: DashSet::new(),
+    }
+}
+
+fn announcement(job: Arc<Job>, clean: bool) -> Arc<Announcement> {
+    let line = |clean_jobs: bool| -> Arc<str> {
+        let notify = Notify {
+            clean_jobs,
+            ..job.notify.clone()
+        };
+        let mut line = ServerMessage::Notify(notify).to_line(&Id::Null);
+        line.push('\n');
+        line.into()
+    };
+    Arc::new(Announcement {
+        line: line(clean),
+        clean_line: line(true),
+        clean,
+        job,
+        published: Instant::now(),
+    })
+}

@@ -1,0 +1,66 @@
+//! Accept loops for plain and TLS Stratum. The accept loop only accepts; every
+//! TLS handshake runs inside the connection's own task, under a timeout.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+
+use crate::session::{serve, Context};
+use crate::tls::Tls;
+
+/// How a listener wraps its connections.
+#[derive(Clone)]
+pub enum Transport {
+    Plain,
+    Tls(Arc<Tls>),
+}
+
+/// Accepts connections until shutdown, spawning one tracked task each.
+pub async fn accept_loop(
+    listener: TcpListener,
+    transport: Transport,
+    ctx: Arc<Context>,
+    tracker: TaskTracker,
+) {
+    let mut last_error_log: Option<tokio::time::Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            () = ctx.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(err) => {
+                // Out of file descriptors and the like: log once a second, back off, never spin.
+                let now = tokio::time::Instant::now();
+                if last_error_log.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
+                {
+                    tracing::warn!(%err, "accept failed");
+                    last_error_log = Some(now);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let ctx = ctx.clone();
+        match &transport {
+            Transport::Plain => {
+                tracker.spawn(serve(stream, peer, ctx));
+            }
+            Transport::Tls(tls) => {
+                let acceptor = tls.acceptor();
+                let timeout = ctx.config.handshake_timeout;
+                tracker.spawn(async move {
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve(stream, peer, ctx).await,
+                        Ok(Err(err)) => tracing::debug!(%peer, %err, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! `quarry-pool run`: logging, limits, start-up banner, signals.
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::{LogFormat, PoolConfig, RunArgs};
+use crate::server::Pool;
+
+/// Runs the pool until SIGINT or SIGTERM; SIGHUP reloads the TLS certificate.
+///
+/// # Errors
+/// Invalid configuration or a failure to start.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = PoolConfig::resolve(args)?;
+    init_logging(config.log_format);
+    raise_open_files_limit();
+    let shutdown_timeout = config.shutdown_timeout;
+    let pool = Pool::start(config).await?;
+    print_banner(&pool);
+
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = hangup.recv() => match &pool.tls {
+                Some(tls) => match tls.reload() {
+                    Ok(()) => tracing::info!(fingerprint = %tls.fingerprint(), "TLS certificate reloaded"),
+                    Err(err) => tracing::error!(err = format!("{err:#}"), "TLS reload failed; keeping the old certificate"),
+                },
+                None => tracing::info!("SIGHUP: no TLS listener to reload"),
+            },
+        }
+    }
+    tracing::info!("shutting down");
+    pool.shutdown(shutdown_timeout).await;
+    println!("quarry-pool: stopped");
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Raises the open-files soft limit to the hard limit: each miner is a descriptor.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+        }
+    };
+    if raised {
+        tracing::info!(
+            open_files = limit.rlim_cur,
+            "open-files limit raised to the hard limit"
+        );
+    } else {
+        tracing::warn!("could not raise the open-files limit");
+    }
+}
+
+/// Tells the operator where the pool listens and how a miner connects.
+fn print_banner(pool: &Pool) {
+    let host = |addr: std::net::SocketAddr| {
+        if addr.ip().is_unspecified() {
+            format!("<this-host>:{}", addr.port())
+        } else {
+            addr.to_string()
+        }
+    };
+    if let Some(addr) = pool.stratum_tcp {
+        println!("quarry-pool: listening on stratum+tcp://{addr}");
+        println!(
+            "  miners connect with: quarry-miner -o stratum+tcp://{} -u ACCOUNT.WORKER",
+            host(addr)
+        );
+    }
+    if let (Some(addr), Some(tls)) = (pool.stratum_tls, &pool.tls) {
+        let fingerprint = tls.fingerprint();
+        println!("quarry-pool: listening on stratum+ssl://{addr}");
+        println!("  TLS certificate SHA-256 fingerprint: {fingerprint}");
+        println!(
+            "  miners connect with: quarry-miner -o stratum+ssl://{} -u ACCOUNT.WORKER --tls-fingerprint {fingerprint}",
+            host(addr)
+        );
+    }
+    if let Some(addr) = pool.api {
+        println!("quarry-pool: API on http://{addr}/api/pool");
+    }
+}

@@ -1,0 +1,210 @@
+//! Starting and stopping the whole pool: store, chain, job book, listeners, API.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use bitcoin::{Address, Network, ScriptBuf};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::accounting::{now_ms, Accounting};
+use crate::chain::{ChainParams, EmbeddedChain};
+use crate::config::PoolConfig;
+use crate::extranonce::Allocator;
+use crate::jobs::JobBook;
+use crate::listener::{accept_loop, Transport};
+use crate::session::Context;
+use crate::source::{unix_now, EmbeddedSource};
+use crate::store::{Store, StoreOptions};
+use crate::tls::{CertSource, Tls};
+
+/// Extranonce1 size in bytes.
+pub const EXTRANONCE1_SIZE: usize = 4;
+/// Solved blocks waiting for the job source.
+const SOLVED_QUEUE: usize = 1024;
+
+/// A running pool.
+pub struct Pool {
+    pub stratum_tcp: Option<SocketAddr>,
+    pub stratum_tls: Option<SocketAddr>,
+    pub api: Option<SocketAddr>,
+    pub tls: Option<Arc<Tls>>,
+    pub ctx: Arc<Context>,
+    tracker: TaskTracker,
+    background: TaskTracker,
+}
+
+/// The script block rewards pay to: the payout address, or `OP_TRUE` by default.
+fn payout_script(address: Option<&str>) -> anyhow::Result<ScriptBuf> {
+    match address {
+        None => Ok(ScriptBuf::from_bytes(vec![
+            bitcoin::opcodes::OP_TRUE.to_u8()
+        ])),
+        Some(text) => {
+            let address: Address<_> = text
+                .parse()
+                .with_context(|| format!("payout address {text:?} is not an address"))?;
+            let address = address
+                .require_network(Network::Regtest)
+                .with_context(|| format!("payout address {text:?} is not a regtest address"))?;
+            Ok(address.script_pubkey())
+        }
+    }
+}
+
+async fn bind(addr: Option<SocketAddr>, what: &str) -> anyhow::Result<Option<TcpListener>> {
+    match addr {
+        None => Ok(None),
+        Some(addr) => TcpListener::bind(addr)
+            .await
+            .map(Some)
+            .with_context(|| format!("binding the {what} listener to {addr}")),
+    }
+}
+
+impl Pool {
+    /// Opens the store and chain, binds every listener and starts serving.
+    ///
+    /// # Errors
+    /// Unusable data directory, invalid chain data, certificates, or addresses in use.
+    pub async fn start(config: PoolConfig) -> anyhow::Result<Pool> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        let store = Store::open(&config.data_dir, StoreOptions::default())
+            .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+
+        let params = ChainParams {
+            initial_difficulty: config.chain_difficulty,
+            block_time: config.block_time,
+            retarget_interval: config.retarget_interval,
+            payout: payout_script(config.payout_address.as_deref())?,
+            pool_tag: config.pool_tag.as_bytes().to_vec(),
+            extranonce_len: EXTRANONCE1_SIZE + config.extranonce2_size,
+        };
+        let stored = store.chain_blocks().context("reading the stored chain")?;
+        let fresh = stored.is_empty();
+        let chain = EmbeddedChain::open(params, stored).context("opening the embedded chain")?;
+        if fresh {
+            let genesis = bitcoin::consensus::serialize(chain.genesis());
+            store
+                .append_chain_block(0, genesis)
+                .await
+                .context("storing the genesis block")?;
+        }
+        tracing::info!(height = chain.height(), tip = %chain.tip_hash(), difficulty = chain.network_difficulty(), "embedded chain ready");
+
+        let accounting = Arc::new(Accounting::restore(
+            store.worker_totals().context("reading worker totals")?,
+            store
+                .shares_since(now_ms() - 3_600_000)
+                .context("reading recent shares")?,
+        ));
+        let book = Arc::new(JobBook::new(chain.template(unix_now())));
+        let shutdown = CancellationToken::new();
+        let (solved_tx, solved_rx) = tokio::sync::mpsc::channel(SOLVED_QUEUE);
+        let ctx = Arc::new(Context {
+            config: Arc::new(config.clone()),
+            book: book.clone(),
+            accounting: accounting.clone(),
+            store: store.clone(),
+            extranonces: Allocator::default(),
+            blocks: solved_tx,
+            shutdown: shutdown.clone(),
+            next_session: AtomicU64::new(1),
+        });
+
+        let tracker = TaskTracker::new();
+        let background = TaskTracker::new();
+        let source = Arc::new(EmbeddedSource {
+            chain: Mutex::new(chain),
+            book,
+            store,
+            accounting,
+        });
+        background.spawn(source.run(solved_rx, config.job_interval, shutdown.clone()));
+
+        let tls = match config.stratum_tls {
+            None => None,
+            Some(_) => {
+                let cert_source = match &config.tls_cert {
+                    Some((cert, key)) => CertSource::Files {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                    },
+                    None => CertSource::SelfSigned {
+                        dir: config.data_dir.clone(),
+                    },
+                };
+                Some(Arc::new(
+                    Tls::load(cert_source).context("loading the TLS certificate")?,
+                ))
+            }
+        };
+
+        let tcp = bind(config.stratum_tcp, "Stratum TCP").await?;
+        let tls_listener = bind(config.stratum_tls, "Stratum TLS").await?;
+        let api = bind(config.api, "API").await?;
+        let local = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
+        let mut pool = Pool {
+            stratum_tcp: local(&tcp),
+            stratum_tls: local(&tls_listener),
+            api: local(&api),
+            tls: tls.clone(),
+            ctx: ctx.clone(),
+            tracker: tracker.clone(),
+            background: background.clone(),
+        };
+        if let Some(listener) = tcp {
+            background.spawn(accept_loop(
+                listener,
+                Transport::Plain,
+                ctx.clone(),
+                tracker.clone(),
+            ));
+        }
+        if let (Some(listener), Some(tls)) = (tls_listener, tls) {
+            background.spawn(accept_loop(
+                listener,
+                Transport::Tls(tls),
+                ctx.clone(),
+                tracker.clone(),
+            ));
+        }
+        if let Some(listener) = api {
+            let router = crate::api::router(ctx.clone());
+            let shutdown = shutdown.clone();
+            background.spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                    .await;
+                if let Err(err) = served {
+                    tracing::error!(%err, "API server failed");
+                }
+            });
+        }
+        pool.tracker = tracker;
+        Ok(pool)
+    }
+
+    /// Stops accepting, lets sessions answer their in-flight shares, closes the
+    /// store — all within `deadline`, after which remaining sessions are dropped.
+    pub async fn shutdown(self, deadline: std::time::Duration) {
+        self.ctx.shutdown.cancel();
+        self.tracker.close();
+        self.background.close();
+        let finished = tokio::time::timeout(deadline, async {
+            self.tracker.wait().await;
+            self.background.wait().await;
+        })
+        .await;
+        if finished.is_err() {
+            tracing::warn!("shutdown deadline passed with sessions still open");
+        }
+        if let Err(err) = self.ctx.store.close().await {
+            tracing::error!(%err, "closing the store");
+        }
+    }
+}

@@ -1,0 +1,549 @@
+//! One Stratum connection, from first line to close, generic over the stream so
+//! plain TCP, TLS and in-memory pipes run the same code.
+//!
+//! Data flows one way: socket → codec → [`Session::handle_line`] → validation →
+//! store → reply. Share acknowledgements are pipelined: a share is answered
+//! `true` only once its store transaction has committed, while the connection
+//! keeps reading (up to [`MAX_IN_FLIGHT`] unanswered shares).
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::FuturesUnordered;
+use futures_util::{SinkExt, StreamExt};
+use quarry_protocol::jsonrpc::{self, error_line, result_line, Call, Id, Message};
+use quarry_protocol::messages::{
+    Authorize, ClientRequest, ConfigureResult, ServerMessage, Subscribe, SubscribeResult,
+};
+use quarry_protocol::reject::{ErrorCode, StratumError};
+use quarry_protocol::{Difficulty, LineCodec};
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::accounting::{now_ms, Accounting, WorkerStats};
+use crate::config::PoolConfig;
+use crate::extranonce::{Allocator, Lease};
+use crate::jobs::{Announcement, JobBook};
+use crate::source::Solved;
+use crate::store::{AcceptedShare, RejectKind, Store, StoreError};
+use crate::validate::{validate, SessionTerms};
+use crate::vardiff::{Vardiff, VardiffConfig};
+
+/// The most shares a connection may have waiting for their commit.
+pub const MAX_IN_FLIGHT: usize = 256;
+/// The most worker names one connection may authorize.
+const MAX_WORKERS: usize = 64;
+/// Jobs whose difficulty a session remembers.
+const JOB_MEMORY: usize = 32;
+/// A peer that does not take our writes for this long is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every session shares.
+pub struct Context {
+    pub config: Arc<PoolConfig>,
+    pub book: Arc<JobBook>,
+    pub accounting: Arc<Accounting>,
+    pub store: Store,
+    pub extranonces: Allocator,
+    /// Shares that solve a block go here, to the job source, at once.
+    pub blocks: mpsc::Sender<Solved>,
+    pub shutdown: CancellationToken,
+    pub next_session: AtomicU64,
+}
+
+impl Context {
+    fn vardiff_config(&self) -> VardiffConfig {
+        let c = &self.config;
+        VardiffConfig {
+            share_interval: c.share_interval,
+            window: c.vardiff_window,
+            min: Difficulty::new(c.min_difficulty).unwrap_or(Difficulty::ONE),
+            max: Difficulty::new(c.max_difficulty).unwrap_or(Difficulty::ONE),
+        }
+    }
+}
+
+/// A share whose commit is under way.
+type PendingAck = Pin<Box<dyn Future<Output = AckDone> + Send>>;
+
+struct AckDone {
+    id: Id,
+    result: Result<(), StoreError>,
+    worker: Arc<WorkerStats>,
+    difficulty: f64,
+    hash_difficulty: f64,
+    time_ms: i64,
+}
+
+/// Counts the session in the pool totals for as long as it lives.
+struct SessionCount(Arc<Accounting>);
+
+impl Drop for SessionCount {
+    fn drop(&mut self) {
+        self.0.totals.sessions.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+struct Session {
+    ctx: Arc<Context>,
+    lease: Option<Lease>,
+    version_mask: u32,
+    workers: Vec<Arc<WorkerStats>>,
+    vardiff: Vardiff,
+    /// The difficulty announced with the latest job.
+    difficulty: Difficulty,
+    /// Whether `set_difficulty` must precede the next notify.
+    difficulty_changed: bool,
+    job_difficulties: VecDeque<(u64, Difficulty)>,
+    sent_first_job: bool,
+    out: Vec<String>,
+    acks: FuturesUnordered<PendingAck>,
+    _count: SessionCount,
+}
+
+/// Serves one connection until it closes, errs, or the pool shuts down.
+pub async fn serve<S>(stream: S, peer: SocketAddr, ctx: Arc<Context>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let id = ctx.next_session.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("session", id, %peer, worker = tracing::field::Empty);
+    async move {
+        tracing::debug!("connected");
+        match run(stream, ctx).await {
+            Ok(()) => tracing::debug!("closed"),
+            Err(reason) => tracing::info!(%reason, "disconnected"),
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn run<S>(stream: S, ctx: Arc<Context>) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    ctx.accounting
+        .totals
+        .sessions
+        .fetch_add(1, Ordering::Relaxed);
+    let start = Difficulty::new(ctx.config.start_difficulty).unwrap_or(Difficulty::ONE);
+    let mut session = Session {
+        vardiff: Vardiff::new(ctx.vardiff_config(), start, Instant::now()),
+        difficulty: start,
+        difficulty_changed: true,
+        lease: None,
+        version_mask: 0,
+        workers: Vec::new(),
+        job_difficulties: VecDeque::with_capacity(JOB_MEMORY),
+        sent_first_job: false,
+        out: Vec::new(),
+        acks: FuturesUnordered::new(),
+        _count: SessionCount(ctx.accounting.clone()),
+        ctx: ctx.clone(),
+    };
+    let mut framed = Framed::new(stream, LineCodec::new(ctx.config.max_line_length));
+    let mut jobs = ctx.book.subscribe();
+    jobs.borrow_and_update();
+
+    let result = loop {
+        tokio::select! {
+            biased;
+            () = ctx.shutdown.cancelled() => break Ok(()),
+            Some(done) = session.acks.next(), if !session.acks.is_empty() => session.finish_ack(done),
+            changed = jobs.changed() => {
+                if changed.is_err() {
+                    break Ok(());
+                }
+                let announcement = jobs.borrow_and_update().clone();
+                session.on_job(&announcement);
+            }
+            line = framed.next(), if session.acks.len() < MAX_IN_FLIGHT => match line {
+                None => break Ok(()),
+                Some(Err(err)) => break Err(err.to_string()),
+                Some(Ok(line)) => session.handle_line(&line),
+            },
+        }
+        if let Err(reason) = flush(&mut framed, &mut session.out).await {
+            break Err(reason);
+        }
+    };
+    // Answer every share already on its way to the store before closing.
+    while let Some(done) = session.acks.next().await {
+        session.finish_ack(done);
+    }
+    let _ = flush(&mut framed, &mut session.out).await;
+    for worker in &session.workers {
+        ctx.accounting.session_closed(worker);
+    }
+    result
+}
+
+async fn flush<S>(framed: &mut Framed<S, LineCodec>, out: &mut Vec<String>) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if out.is_empty() {
+        return Ok(());
+    }
+    let write = async {
+        for line in out.drain(..) {
+            framed.feed(line).await?;
+        }
+        SinkExt::<String>::flush(framed).await
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err("peer is not reading".to_owned()),
+    }
+}
+
+impl Session {
+    fn reply(&mut self, id: &Id, result: Value) {
+        if !id.is_null() {
+            self.out.push(result_line(id, &result));
+        }
+    }
+
+    fn reply_error(
+        &mut self,
+        id: &Id,
+        code: ErrorCode,
+        message: impl Into<std::borrow::Cow<'static, str>>,
+    ) {
+        if !id.is_null() {
+            self.out
+                .push(error_line(id, &StratumError::new(code, message)));
+        }
+    }
+
+    fn handle_line(&mut self, line: &str) {
+        let call = match jsonrpc::parse(line) {
+            Ok(Message::Request(call) | Message::Notification(call)) => call,
+            // Answers to our own requests (none need acting on).
+            Ok(Message::Response(_)) => return,
+            Err(err) => {
+                self.out.push(error_line(
+                    &Id::Null,
+                    &StratumError::new(ErrorCode::Other, err.to_string()),
+                ));
+                return;
+            }
+        };
+        match call.client_request() {
+            Ok(request) => self.handle_request(call.id, request),
+            Err(err) => {
+                if call.method == "mining.submit" {
+                    self.count_malformed(&call);
+                }
+                self.reply_error(&call.id, ErrorCode::Other, err.to_string());
+            }
+        }
+    }
+
+    fn count_malformed(&self, call: &Call) {
+        let name = call.params.first().and_then(Value::as_str);
+        if let Some(worker) = self.workers.iter().find(|w| Some(&*w.name) == name) {
+            self.ctx
+                .accounting
+                .record_reject(worker, RejectKind::Malformed);
+            self.ctx
+                .store
+                .record_reject(&worker.name, RejectKind::Malformed, now_ms());
+        }
+    }
+
+    fn handle_request(&mut self, id: Id, request: ClientRequest) {
+        match request {
+            ClientRequest::Configure(configure) => {
+                let result = ConfigureResult::negotiate(&configure, self.ctx.config.version_mask);
+                if let Some(mask) = result.version_rolling {
+                    self.version_mask = mask;
+                }
+                if let Some(minimum) = configure.minimum_difficulty() {
+                    self.suggest(minimum);
+                }
+                self.reply(&id, result.to_value());
+            }
+            ClientRequest::Subscribe(subscribe) => self.subscribe(&id, subscribe),
+            ClientRequest::Authorize(authorize) => self.authorize(&id, authorize),
+            ClientRequest::Submit(submit) => self.submit(id, submit),
+            ClientRequest::SuggestDifficulty(difficulty) => {
+                self.suggest(difficulty);
+                self.reply(&id, Value::Bool(true));
+            }
+            ClientRequest::ExtranonceSubscribe | ClientRequest::Pong => {
+                self.reply(&id, Value::Bool(true));
+            }
+        }
+    }
+
+    fn subscribe(&mut self, id: &Id, subscribe: Subscribe) {
+        if self.lease.is_none() {
+            self.lease = Some(self.ctx.extranonces.lease(subscribe.session_id.as_deref()));
+        }
+        let Some(lease) = &self.lease else { return };
+        let result = SubscribeResult {
+            session_id: lease.session_id(),
+            extranonce1: lease.extranonce(),
+            extranonce2_size: self.ctx.config.extranonce2_size,
+        };
+        self.reply(id, result.to_value());
+        if !self.sent_first_job {
+            let current = self.ctx.book.current();
+            self.on_job(&current);
+        }
+    }
+
+    fn authorize(&mut self, id: &Id, authorize: Authorize) {
+        if let Err(reason) = check_worker_name(&authorize.username) {
+            self.reply_error(id, ErrorCode::Unauthorized, reason);
+            return;
+        }
+        if !self.workers.iter().any(|w| *w.name == *authorize.username) {
+            if self.workers.len() >= MAX_WORKERS {
+                self.reply_error(
+                    id,
+                    ErrorCode::Unauthorized,
+                    "too many workers on one connection",
+                );
+                return;
+            }
+            let worker = self.ctx.accounting.worker(&authorize.username);
+            self.ctx.accounting.session_opened(&worker);
+            self.ctx
+                .accounting
+                .set_difficulty(&worker, self.difficulty.get());
+            if self.workers.is_empty() {
+                tracing::Span::current().record("worker", &*authorize.username);
+            }
+            self.workers.push(worker);
+        }
+        // The password may carry a difficulty, "d=0.01", as many pools accept.
+        if let Some(difficulty) = authorize.password.as_deref().and_then(password_difficulty) {
+            self.suggest(difficulty);
+        }
+        self.reply(id, Value::Bool(true));
+    }
+
+    fn suggest(&mut self, difficulty: Difficulty) {
+        let clamped = self.vardiff.set(difficulty, Instant::now());
+        if clamped != self.difficulty {
+            if self.sent_first_job {
+                self.difficulty_changed = true;
+            } else {
+                self.difficulty = clamped;
+            }
+        }
+    }
+
+    fn on_job(&mut self, announcement: &Announcement) {
+        if self.lease.is_none() {
+            return;
+        }
+        if let Some(next) = self.vardiff.on_tick(Instant::now()) {
+            self.difficulty_changed |= next != self.difficulty;
+        }
+        let wanted = self.vardiff.current();
+        if self.difficulty_changed || wanted != self.difficulty {
+            self.difficulty = wanted;
+            self.out.push(format!(
+                "{}\n",
+                ServerMessage::SetDifficulty(wanted).to_line(&Id::Null)
+            ));
+            for worker in &self.workers {
+                self.ctx.accounting.set_difficulty(worker, wanted.get());
+            }
+            self.difficulty_changed = false;
+        }
+        if self.job_difficulties.len() == JOB_MEMORY {
+            self.job_difficulties.pop_front();
+        }
+        self.job_difficulties
+            .push_back((announcement.job.id, self.difficulty));
+        let line = if self.sent_first_job {
+            &announcement.line
+        } else {
+            &announcement.clean_line
+        };
+        // Lines carry their '\n' already; the codec adds one, so strip it.
+        self.out.push(line.trim_end_matches('\n').to_owned());
+        self.sent_first_job = true;
+    }
+
+    fn submit(&mut self, id: Id, submit: quarry_protocol::Submit) {
+        let Some(lease) = &self.lease else {
+            self.reply_error(&id, ErrorCode::NotSubscribed, "not subscribed");
+            return;
+        };
+        let Some(worker) = self
+            .workers
+            .iter()
+            .find(|w| *w.name == *submit.worker)
+            .cloned()
+        else {
+            if self.ctx.accounting.knows(&submit.worker) {
+                let worker = self.ctx.accounting.worker(&submit.worker);
+                self.ctx
+                    .accounting
+                    .record_reject(&worker, RejectKind::Unauthorized);
+                self.ctx
+                    .store
+                    .record_reject(&worker.name, RejectKind::Unauthorized, now_ms());
+            }
+            self.reply_error(&id, ErrorCode::Unauthorized, "unauthorized worker");
+            return;
+        };
+        let job_difficulties = &self.job_difficulties;
+        let difficulty_for = |job: u64| {
+            job_difficulties
+                .iter()
+                .rev()
+                .find(|(id, _)| *id == job)
+                .map(|(_, d)| *d)
+        };
+        let terms = SessionTerms {
+            extranonce1: lease.extranonce(),
+            extranonce2_size: self.ctx.config.extranonce2_size,
+            version_mask: self.version_mask,
+            difficulty_for: &difficulty_for,
+            current_difficulty: self.difficulty,
+        };
+        let verdict = validate(&self.ctx.book, &submit, &terms);
+        if let Some(block) = verdict.block {
+            tracing::info!(worker = %worker.name, hash = %quarry_protocol::share::block_hash(&block.header), "share solves a block");
+            let solved = Solved {
+                worker: worker.name.clone(),
+                candidate: block,
+            };
+            if let Err(err) = self.ctx.blocks.try_send(solved) {
+                tracing::error!(%err, "block candidate dropped: the job source is not keeping up");
+            }
+        }
+        match verdict.outcome {
+            Err((kind, error)) => {
+                self.ctx.accounting.record_reject(&worker, kind);
+                self.ctx.store.record_reject(&worker.name, kind, now_ms());
+                if !id.is_null() {
+                    self.out.push(error_line(&id, &error));
+                }
+            }
+            Ok(accepted) => {
+                let store = self.ctx.store.clone();
+                let time_ms = now_ms();
+                let share = AcceptedShare {
+                    worker: worker.name.clone(),
+                    difficulty: accepted.difficulty,
+                    hash_difficulty: accepted.hash_difficulty,
+                    time_ms,
+                };
+                self.acks.push(Box::pin(async move {
+                    let result = store.record_share(share).await;
+                    AckDone {
+                        id,
+                        result,
+                        worker,
+                        difficulty: accepted.difficulty,
+                        hash_difficulty: accepted.hash_difficulty,
+                        time_ms,
+                    }
+                }));
+            }
+        }
+    }
+
+    fn finish_ack(&mut self, done: AckDone) {
+        match done.result {
+            Ok(()) => {
+                self.ctx.accounting.record_accept(
+                    &done.worker,
+                    done.difficulty,
+                    done.hash_difficulty,
+                    done.time_ms,
+                );
+                if self.vardiff.on_share(Instant::now()).is_some() {
+                    self.difficulty_changed = true;
+                }
+                self.reply(&done.id, Value::Bool(true));
+            }
+            Err(err) => {
+                tracing::error!(%err, "share could not be stored; not acknowledged");
+                self.reply_error(
+                    &done.id,
+                    ErrorCode::Other,
+                    "share not recorded: pool storage error",
+                );
+            }
+        }
+    }
+}
+
+/// Checks an `account.worker` name: 1..=128 printable ASCII characters without
+/// quotes, slashes or backslashes, not starting with `.` or `_`.
+fn check_worker_name(name: &str) -> Result<(), String> {
+    let excerpt: String = name.chars().take(40).collect();
+    if name.is_empty() || name.len() > 128 {
+        return Err(format!(
+            "invalid worker name {excerpt:?}: must be 1..=128 characters"
+        ));
+    }
+    if name.starts_with(['.', '_']) {
+        return Err(format!(
+            "invalid worker name {excerpt:?}: must not start with '.' or '_'"
+        ));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\\' | b'/'))
+    {
+        return Err(format!(
+            "invalid worker name {excerpt:?}: only printable ASCII without quotes or slashes"
+        ));
+    }
+    Ok(())
+}
+
+/// Reads `d=<difficulty>` from a comma-separated password.
+fn password_difficulty(password: &str) -> Option<Difficulty> {
+    password
+        .split(',')
+        .find_map(|part| part.trim().strip_prefix("d="))
+        .and_then(|d| d.parse::<f64>().ok())
+        .and_then(|d| Difficulty::new(d).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_names() {
+        assert!(check_worker_name("alice.rig1").is_ok());
+        assert!(check_worker_name("bc1qxyz.worker-2").is_ok());
+        for bad in ["", ".x", "_x", "a b", "a/b", "a\"b", &"x".repeat(129), "ä"] {
+            assert!(check_worker_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn password_options() {
+        assert_eq!(password_difficulty("x"), None);
+        assert_eq!(password_difficulty("d=0.5").map(Difficulty::get), Some(0.5));
+        assert_eq!(
+            password_difficulty("foo, d=8").map(Difficulty::get),
+            Some(8.0)
+        );
+        assert_eq!(password_difficulty("d=-1"), None);
+    }
+}

@@ -1,0 +1,113 @@
+//! The job source: turns chain templates into jobs and solved shares into blocks.
+//!
+//! The embedded chain is the default (and, for now, only) source. A refresh
+//! timer publishes a non-clean job with a fresh ntime every `job_interval`; a
+//! block found by a miner extends the chain, is persisted, and a clean job for
+//! the next height goes out to every session at once.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use quarry_protocol::share::block_hash;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::accounting::{now_ms, Accounting};
+use crate::chain::EmbeddedChain;
+use crate::coinbase::assemble_block;
+use crate::jobs::JobBook;
+use crate::store::{FoundBlock, Store};
+use crate::validate::BlockCandidate;
+
+/// A block candidate and the worker whose share solved it.
+pub struct Solved {
+    pub worker: Arc<str>,
+    pub candidate: BlockCandidate,
+}
+
+/// The embedded chain as a job source.
+pub struct EmbeddedSource {
+    pub chain: Mutex<EmbeddedChain>,
+    pub book: Arc<JobBook>,
+    pub store: Store,
+    pub accounting: Arc<Accounting>,
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u32 {
+    (now_ms() / 1000).clamp(0, i64::from(u32::MAX)) as u32
+}
+
+impl EmbeddedSource {
+    /// Runs until `shutdown`: refreshes jobs every `interval` and takes solved blocks.
+    pub async fn run(
+        self: Arc<Self>,
+        mut solved: mpsc::Receiver<Solved>,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let mut refresh =
+            tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                Some(found) = solved.recv() => self.on_solved(found).await,
+                _ = refresh.tick() => {
+                    let template = self.lock().template(unix_now());
+                    self.book.publish(template);
+                }
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, EmbeddedChain> {
+        self.chain.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn on_solved(&self, found: Solved) {
+        let Solved { worker, candidate } = found;
+        let hash = block_hash(&candidate.header);
+        let block = match assemble_block(
+            candidate.header,
+            &candidate.coinbase,
+            &candidate.job.template.transactions,
+        ) {
+            Ok(block) => block,
+            Err(err) => {
+                tracing::error!(%hash, %err, "could not assemble a solved block");
+                return;
+            }
+        };
+        let accepted = self.lock().accept(&block, unix_now());
+        let height = match accepted {
+            Ok(height) => height,
+            Err(err) => {
+                tracing::warn!(%hash, %worker, %err, "solved block not accepted by the chain");
+                return;
+            }
+        };
+        let raw = bitcoin::consensus::serialize(&block);
+        if let Err(err) = self.store.append_chain_block(height, raw.clone()).await {
+            tracing::error!(%hash, %err, "could not persist the chain block");
+        }
+        let record = FoundBlock {
+            height,
+            hash,
+            worker: worker.to_string(),
+            time_ms: now_ms(),
+            raw,
+            status: "accepted".to_owned(),
+        };
+        if let Err(err) = self.store.record_block(record).await {
+            tracing::error!(%hash, %err, "could not record the found block");
+        }
+        self.accounting
+            .totals
+            .blocks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(height, %hash, %worker, "block found");
+        let template = self.lock().template(unix_now());
+        self.book.publish(template);
+    }
+}

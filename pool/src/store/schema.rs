@@ -1,0 +1,107 @@
+//! The store's schema and its versioned migrations.
+//!
+//! The schema version is SQLite's `PRAGMA user_version`: the number of entries of
+//! [`MIGRATIONS`] applied so far. Each migration runs in its own immediate transaction
+//! together with the `user_version` bump, so a crash leaves the database at a whole version.
+//! Migrations are append-only: never edit a shipped one, add the next.
+
+use std::path::Path;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::StoreError;
+
+/// The migrations in order; entry `i` takes the schema from version `i` to `i + 1`.
+pub(super) const MIGRATIONS: &[&str] = &[V1];
+
+/// Version 1: workers with their totals, accepted shares, found blocks, the embedded chain.
+///
+/// Shares reference their worker by id rather than name to keep the hot table narrow.
+/// Block hashes are stored as their 32 bytes in consensus (internal) order.
+const V1: &str = "
+CREATE TABLE workers (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    accepted INTEGER NOT NULL DEFAULT 0,
+    accepted_difficulty REAL NOT NULL DEFAULT 0,
+    rejected_stale INTEGER NOT NULL DEFAULT 0,
+    rejected_duplicate INTEGER NOT NULL DEFAULT 0,
+    rejected_low_difficulty INTEGER NOT NULL DEFAULT 0,
+    rejected_malformed INTEGER NOT NULL DEFAULT 0,
+    rejected_unauthorized INTEGER NOT NULL DEFAULT 0,
+    best_share_difficulty REAL NOT NULL DEFAULT 0,
+    last_share_ms INTEGER
+) STRICT;
+
+CREATE TABLE shares (
+    id INTEGER PRIMARY KEY,
+    worker_id INTEGER NOT NULL REFERENCES workers (id),
+    time_ms INTEGER NOT NULL,
+    difficulty REAL NOT NULL,
+    hash_difficulty REAL NOT NULL
+) STRICT;
+
+CREATE INDEX shares_time_ms ON shares (time_ms);
+
+CREATE TABLE blocks (
+    id INTEGER PRIMARY KEY,
+    hash BLOB NOT NULL UNIQUE,
+    height INTEGER NOT NULL,
+    worker TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    raw BLOB NOT NULL,
+    status TEXT NOT NULL
+) STRICT;
+
+CREATE INDEX blocks_time_ms ON blocks (time_ms);
+
+CREATE TABLE chain (
+    height INTEGER PRIMARY KEY,
+    raw BLOB NOT NULL
+) STRICT;
+";
+
+/// Brings the database at `path` up to the newest schema version.
+///
+/// The version is read inside each migration's immediate transaction, so two processes
+/// migrating the same file at once apply every migration exactly once.
+///
+/// # Errors
+///
+/// [`StoreError::SchemaTooNew`] if the file was written by a newer build, and
+/// [`StoreError::Migrate`] if reading the version or applying a migration fails.
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    loop {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|source| migrate_error(path, 0, source))?;
+        let found: i64 = tx
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(|source| migrate_error(path, 0, source))?;
+        let current = usize::try_from(found)
+            .ok()
+            .filter(|&version| version <= MIGRATIONS.len())
+            .ok_or_else(|| StoreError::SchemaTooNew {
+                path: path.to_path_buf(),
+                found,
+                supported: MIGRATIONS.len(),
+            })?;
+        let Some(sql) = MIGRATIONS.get(current) else {
+            return Ok(());
+        };
+        let version = current + 1;
+        tx.execute_batch(sql)
+            .and_then(|()| tx.pragma_update(None, "user_version", version as i64))
+            .and_then(|()| tx.commit())
+            .map_err(|source| migrate_error(path, version, source))?;
+        tracing::info!(path = %path.display(), version, "migrated store schema");
+    }
+}
+
+fn migrate_error(path: &Path, version: usize, source: rusqlite::Error) -> StoreError {
+    StoreError::Migrate {
+        path: path.to_path_buf(),
+        version,
+        source,
+    }
+}

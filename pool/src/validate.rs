@@ -1,0 +1,151 @@
+//! Share validation: one submit in, a verdict out (STRATUM.md §4, §8).
+//!
+//! Order of checks: field sizes and version bits (20), job known (21 "job not
+//! found"), ntime window (20), proof of work against the network target (a block,
+//! even when stale), stale job (21 "stale"), share target (23), duplicate (22).
+
+use std::sync::Arc;
+
+use bitcoin::block::Header;
+use quarry_protocol::messages::Submit;
+use quarry_protocol::reject::{ErrorCode, StratumError};
+use quarry_protocol::share::{header_hash, rolled_version, ShareFields};
+use quarry_protocol::target::{hash_difficulty, meets_target};
+use quarry_protocol::{Difficulty, Extranonce};
+
+use crate::jobs::{Job, JobBook};
+use crate::store::RejectKind;
+
+/// Seconds ntime may run ahead of the job's ntime (ckpool's window).
+pub const NTIME_AHEAD: u32 = 7000;
+
+/// What the session knows that validation needs.
+pub struct SessionTerms<'a> {
+    pub extranonce1: Extranonce,
+    pub extranonce2_size: usize,
+    /// The negotiated version-rolling mask; 0 when none was negotiated.
+    pub version_mask: u32,
+    /// The difficulty in force for a job id this session was sent.
+    pub difficulty_for: &'a dyn Fn(u64) -> Option<Difficulty>,
+    /// The difficulty to judge by for jobs the session was never sent.
+    pub current_difficulty: Difficulty,
+}
+
+/// A share that solves a block: everything needed to assemble it.
+pub struct BlockCandidate {
+    pub job: Arc<Job>,
+    pub header: Header,
+    pub coinbase: Vec<u8>,
+    pub hash_difficulty: f64,
+}
+
+/// A share judged acceptable.
+pub struct Accepted {
+    /// The difficulty credited (the share target it met).
+    pub difficulty: f64,
+    pub hash_difficulty: f64,
+}
+
+/// The verdict on one share.
+pub struct Verdict {
+    pub outcome: Result<Accepted, (RejectKind, StratumError)>,
+    /// Set whenever the hash meets the network target, accepted or not.
+    pub block: Option<BlockCandidate>,
+}
+
+fn reject(
+    kind: RejectKind,
+    code: ErrorCode,
+    message: impl Into<std::borrow::Cow<'static, str>>,
+) -> Verdict {
+    Verdict {
+        outcome: Err((kind, StratumError::new(code, message))),
+        block: None,
+    }
+}
+
+/// Judges `submit` under `terms` against the jobs in `book`.
+pub fn validate(book: &JobBook, submit: &Submit, terms: &SessionTerms<'_>) -> Verdict {
+    if submit.extranonce2.len() != terms.extranonce2_size {
+        return reject(
+            RejectKind::Malformed,
+            ErrorCode::Other,
+            format!(
+                "incorrect size of extranonce2: expected {} bytes, got {}",
+                terms.extranonce2_size,
+                submit.extranonce2.len()
+            ),
+        );
+    }
+    let Some(job) = book.get(&submit.job_id) else {
+        return reject(RejectKind::Stale, ErrorCode::JobNotFound, "job not found");
+    };
+    let bits = submit.version_bits.map_or(0, |b| b.0);
+    let version = match rolled_version(job.notify.version.0, terms.version_mask, bits) {
+        Ok(version) => version,
+        Err(err) => return reject(RejectKind::Malformed, ErrorCode::Other, err.to_string()),
+    };
+    let job_ntime = job.notify.ntime.0;
+    let ntime = submit.ntime.0;
+    if ntime < job_ntime || ntime - job_ntime > NTIME_AHEAD {
+        return reject(
+            RejectKind::Malformed,
+            ErrorCode::Other,
+            "ntime out of range",
+        );
+    }
+
+    let fields = ShareFields {
+        extranonce1: terms.extranonce1,
+        extranonce2: submit.extranonce2,
+        ntime,
+        nonce: submit.nonce.0,
+        version,
+    };
+    let coinbase = job
+        .notify
+        .coinbase(&fields.extranonce1, &fields.extranonce2);
+    let leaf = quarry_protocol::hash::sha256d(&coinbase);
+    let branch: Vec<[u8; 32]> = job.notify.merkle_branch.iter().map(|h| h.0).collect();
+    let root = quarry_protocol::merkle::root_from_branch(leaf, &branch);
+    let header = job.notify.header_with_root(root, &fields);
+    let hash = header_hash(&header);
+    let achieved = hash_difficulty(&hash);
+
+    let block = meets_target(&hash, &job.block_target).then(|| BlockCandidate {
+        job: job.clone(),
+        header,
+        coinbase,
+        hash_difficulty: achieved,
+    });
+    let with_block = |mut verdict: Verdict| {
+        verdict.block = block;
+        verdict
+    };
+
+    if job.height() < book.height() {
+        return with_block(reject(RejectKind::Stale, ErrorCode::JobNotFound, "stale"));
+    }
+    let difficulty = (terms.difficulty_for)(job.id).unwrap_or(terms.current_difficulty);
+    if !meets_target(&hash, &difficulty.to_target()) {
+        return with_block(reject(
+            RejectKind::LowDifficulty,
+            ErrorCode::LowDifficulty,
+            format!("low difficulty share of {achieved:.6}"),
+        ));
+    }
+    if !job.first_sighting(&hash) {
+        return with_block(reject(
+            RejectKind::Duplicate,
+            ErrorCode::Duplicate,
+            "duplicate share",
+        ));
+    }
+    with_block(Verdict {
+        outcome: Ok(Accepted {
+            difficulty: difficulty.get(),
+            hash_difficulty: achieved,
+        }),
+        block: None,
+    })
+}

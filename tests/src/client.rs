@@ -1,0 +1,172 @@
+//! A raw Stratum client for tests: JSON lines in, JSON lines out, over TCP or TLS.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use quarry_protocol::jsonrpc::{self, Message};
+use quarry_protocol::messages::{Notify, ServerMessage, SubscribeResult};
+use quarry_protocol::{Difficulty, LineCodec};
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+/// How long any expected line may take.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// One Stratum connection.
+pub struct Client {
+    framed: Framed<Box<dyn Stream>, LineCodec>,
+    next_id: u64,
+    /// Notifications received while waiting for a reply.
+    pub pending: VecDeque<Value>,
+    pub extranonce1: Option<quarry_protocol::Extranonce>,
+    pub extranonce2_size: usize,
+    pub difficulty: Difficulty,
+    /// The difficulty announced before the most recent notify.
+    pub job_difficulty: Difficulty,
+    pub job: Option<Notify>,
+}
+
+impl Client {
+    fn new(stream: Box<dyn Stream>) -> Client {
+        Client {
+            framed: Framed::new(stream, LineCodec::new(1 << 20)),
+            next_id: 1,
+            pending: VecDeque::new(),
+            extranonce1: None,
+            extranonce2_size: 0,
+            difficulty: Difficulty::ONE,
+            job_difficulty: Difficulty::ONE,
+            job: None,
+        }
+    }
+
+    /// Connects over plain TCP.
+    pub async fn tcp(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        Client::new(Box::new(stream))
+    }
+
+    /// Connects over TLS, trusting exactly `cert_pem`, as `localhost`.
+    pub async fn tls(addr: SocketAddr, cert_pem: &[u8]) -> Client {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut &cert_pem[..]) {
+            roots
+                .add(cert.expect("PEM certificate"))
+                .expect("trust anchor");
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("server name");
+        let stream = connector.connect(name, tcp).await.expect("TLS handshake");
+        Client::new(Box::new(stream))
+    }
+
+    /// Sends one raw line.
+    pub async fn send_raw(&mut self, line: &str) {
+        self.framed.send(line).await.expect("send");
+    }
+
+    /// The next line as JSON, failing the test after [`TIMEOUT`].
+    pub async fn recv(&mut self) -> Value {
+        let line = tokio::time::timeout(TIMEOUT, self.framed.next())
+            .await
+            .expect("a line from the pool in time")
+            .expect("connection open")
+            .expect("a valid line");
+        let value: Value = serde_json::from_str(&line).expect("JSON from the pool");
+        self.observe(&value);
+        value
+    }
+
+    /// `None` when the pool closed the connection (or reset it).
+    pub async fn recv_or_closed(&mut self) -> Option<Value> {
+        match tokio::time::timeout(TIMEOUT, self.framed.next())
+            .await
+            .expect("pool answered or closed in time")
+        {
+            Some(Ok(line)) => {
+                let value: Value = serde_json::from_str(&line).expect("JSON from the pool");
+                self.observe(&value);
+                Some(value)
+            }
+            _ => None,
+        }
+    }
+
+    fn observe(&mut self, value: &Value) {
+        let Ok(Message::Notification(call)) = jsonrpc::parse(&value.to_string()) else {
+            return;
+        };
+        match call.server_message() {
+            Ok(ServerMessage::SetDifficulty(d)) => self.difficulty = d,
+            Ok(ServerMessage::Notify(n)) => {
+                self.job_difficulty = self.difficulty;
+                self.job = Some(n);
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends a request and returns its reply; notifications meanwhile go to `pending`.
+    pub async fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send_raw(&json!({"id": id, "method": method, "params": params}).to_string())
+            .await;
+        self.reply_to(json!(id)).await
+    }
+
+    /// Waits for the reply with `id`.
+    pub async fn reply_to(&mut self, id: Value) -> Value {
+        loop {
+            let value = self.recv().await;
+            if value.get("method").is_none() && value["id"] == id {
+                return value;
+            }
+            self.pending.push_back(value);
+        }
+    }
+
+    /// The next notification with `method` (from `pending` first).
+    pub async fn next_notification(&mut self, method: &str) -> Value {
+        if let Some(pos) = self.pending.iter().position(|v| v["method"] == method) {
+            return self.pending.remove(pos).expect("position is valid");
+        }
+        loop {
+            let value = self.recv().await;
+            if value["method"] == method {
+                return value;
+            }
+            self.pending.push_back(value);
+        }
+    }
+
+    /// Subscribes and authorizes `worker`; returns once the first job has arrived.
+    pub async fn handshake(&mut self, worker: &str) {
+        let reply = self
+            .request("mining.subscribe", json!(["quarry-tests/1"]))
+            .await;
+        let result = SubscribeResult::from_value(&reply["result"]).expect("subscribe result");
+        self.extranonce1 = Some(result.extranonce1);
+        self.extranonce2_size = result.extranonce2_size;
+        let reply = self.request("mining.authorize", json!([worker, "x"])).await;
+        assert_eq!(reply["result"], json!(true), "{reply}");
+        while self.job.is_none() {
+            self.next_notification("mining.notify").await;
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The pool as a child process, started the way a user starts it.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// The directory holding the workspace's binaries for the profile the tests run in.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_owned()
+}
+
+/// The path of a workspace binary, building it first if this test run has not.
+pub fn binary(package: &str, name: &str) -> PathBuf {
+    let dir = bin_dir();
+    let path = dir.join(name);
+    let release = dir.file_name().is_some_and(|p| p == "release");
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo.args(["build", "--quiet", "-p", package, "--bin", name]);
+    if release {
+        cargo.arg("--release");
+    }
+    // Always ask cargo: it is a no-op when the binary is fresh, and a rebuild when stale.
+    let status = cargo
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("running cargo build");
+    assert!(status.success(), "cargo build -p {package} failed");
+    path
+}
+
+/// A running `quarry-pool`.
+pub struct PoolProcess {
+    child: Child,
+    pub tcp: SocketAddr,
+    pub tls: SocketAddr,
+    pub api: SocketAddr,
+    pub fingerprint: String,
+    pub data_dir: PathBuf,
+    /// Stdout lines after start-up.
+    pub stdout: mpsc::Receiver<String>,
+}
+
+impl PoolProcess {
+    /// Starts the pool on loopback with every listener on a port of its choosing,
+    /// its data in `data_dir`, plus `extra` arguments.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> PoolProcess {
+        let mut child = Command::new(binary("quarry-pool", "quarry-pool"))
+            .args([
+                "run",
+                "--stratum-tcp",
+                "127.0.0.1:0",
+                "--stratum-tls",
+                "127.0.0.1:0",
+            ])
+            .args(["--api", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning quarry-pool");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (mut tcp, mut tls, mut api, mut fingerprint) = (None, None, None, None);
+        while tcp.is_none() || tls.is_none() || api.is_none() || fingerprint.is_none() {
+            let line = rx
+                .recv_timeout(Duration::from_secs(120))
+                .expect("quarry-pool printed its addresses");
+            if let Some(addr) = line.strip_prefix("quarry-pool: listening on stratum+tcp://") {
+                tcp = addr.parse().ok();
+            } else if let Some(addr) = line.strip_prefix("quarry-pool: listening on stratum+ssl://")
+            {
+                tls = addr.parse().ok();
+            } else if let Some(rest) = line.strip_prefix("quarry-pool: API on http://") {
+                api = rest.trim_end_matches("/api/pool").parse().ok();
+            } else if let Some(fp) = line
+                .trim()
+                .strip_prefix("TLS certificate SHA-256 fingerprint: ")
+            {
+                fingerprint = Some(fp.to_owned());
+            }
+        }
+        PoolProcess {
+            child,
+            tcp: tcp.unwrap(),
+            tls: tls.unwrap(),
+            api: api.unwrap(),
+            fingerprint: fingerprint.unwrap(),
+            data_dir: data_dir.to_owned(),
+            stdout: rx,
+        }
+    }
+
+    /// `kill -9`: no chance to flush anything.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        // SAFETY: sending a signal to our own child process by pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        self.child.wait().expect("waiting for quarry-pool")
+    }
+
+    /// GET a JSON document from the pool's API.
+    pub fn api_get(&self, path: &str) -> Value {
+        let url = format!("http://{}{}", self.api, path);
+        ureq::get(&url)
+            .timeout(Duration::from_secs(30))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+            .into_json()
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    }
+
+    /// The certificate the pool serves over TLS (self-signed, in its data dir).
+    pub fn certificate_pem(&self) -> Vec<u8> {
+        std::fs::read(self.data_dir.join("tls-cert.pem"))
+            .expect("self-signed certificate in the data dir")
+    }
+
+    /// Runs `quarry-pool <args>` (a client subcommand) and returns its stdout.
+    pub fn run_cli(&self, args: &[&str]) -> String {
+        let out = Command::new(binary("quarry-pool", "quarry-pool"))
+            .args(args)
+            .args(["--api", &format!("http://{}", self.api)])
+            .output()
+            .expect("running quarry-pool");
+        assert!(
+            out.status.success(),
+            "quarry-pool {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+}
+
+impl Drop for PoolProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
