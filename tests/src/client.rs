@@ -168,5 +168,7 @@ impl Client {
         while self.job.is_none() {
             self.next_notification("mining.notify").await;
         }
+        // What arrived so far is reflected in `job` and `difficulty`.
+        self.pending.clear();
     }
 }
