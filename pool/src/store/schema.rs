@@ -68,16 +68,22 @@ CREATE TABLE chain (
 ///
 /// # Errors
 ///
-/// [`StoreError::SchemaTooNew`] if the file was written by a newer build, and
-/// [`StoreError::Migrate`] if reading the version or applying a migration fails.
+/// [`StoreError::SchemaTooNew`] if the file was written by a newer build,
+/// [`StoreError::Open`] if the version cannot be read, and [`StoreError::Migrate`] if a
+/// migration fails.
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     loop {
-        let tx = conn
+        let found = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|source| migrate_error(path, 0, source))?;
-        let found: i64 = tx
-            .pragma_query_value(None, "user_version", |row| row.get(0))
-            .map_err(|source| migrate_error(path, 0, source))?;
+            .and_then(|tx| {
+                let found: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+                Ok((tx, found))
+            });
+        let (tx, found) = found.map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            operation: "read the schema version",
+            source,
+        })?;
         let current = usize::try_from(found)
             .ok()
             .filter(|&version| version <= MIGRATIONS.len())
