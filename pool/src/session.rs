@@ -100,10 +100,9 @@ struct Session {
     version_mask: u32,
     workers: Vec<Arc<WorkerStats>>,
     vardiff: Vardiff,
-    /// The difficulty announced with the latest job.
+    /// The difficulty announced with the latest job (before the first job: the
+    /// one the first `set_difficulty` will carry).
     difficulty: Difficulty,
-    /// Whether `set_difficulty` must precede the next notify.
-    difficulty_changed: bool,
     job_difficulties: VecDeque<(u64, Difficulty)>,
     sent_first_job: bool,
     out: Vec<String>,
@@ -141,7 +140,6 @@ where
     let mut session = Session {
         vardiff: Vardiff::new(ctx.vardiff_config(), start, Instant::now()),
         difficulty: start,
-        difficulty_changed: true,
         lease: None,
         version_mask: 0,
         workers: Vec::new(),
@@ -338,13 +336,10 @@ impl Session {
     }
 
     fn suggest(&mut self, difficulty: Difficulty) {
+        // Sent with the next job; before the first job it is simply the start.
         let clamped = self.vardiff.set(difficulty, Instant::now());
-        if clamped != self.difficulty {
-            if self.sent_first_job {
-                self.difficulty_changed = true;
-            } else {
-                self.difficulty = clamped;
-            }
+        if !self.sent_first_job {
+            self.difficulty = clamped;
         }
     }
 
@@ -352,11 +347,10 @@ impl Session {
         if self.lease.is_none() {
             return;
         }
-        if let Some(next) = self.vardiff.on_tick(Instant::now()) {
-            self.difficulty_changed |= next != self.difficulty;
-        }
+        self.vardiff.on_tick(Instant::now());
         let wanted = self.vardiff.current();
-        if self.difficulty_changed || wanted != self.difficulty {
+        // set_difficulty precedes the first notify, and any notify after a change.
+        if !self.sent_first_job || wanted != self.difficulty {
             self.difficulty = wanted;
             self.out.push(format!(
                 "{}\n",
@@ -365,7 +359,6 @@ impl Session {
             for worker in &self.workers {
                 self.ctx.accounting.set_difficulty(worker, wanted.get());
             }
-            self.difficulty_changed = false;
         }
         if self.job_difficulties.len() == JOB_MEMORY {
             self.job_difficulties.pop_front();
@@ -472,9 +465,8 @@ impl Session {
                     done.hash_difficulty,
                     done.time_ms,
                 );
-                if self.vardiff.on_share(Instant::now()).is_some() {
-                    self.difficulty_changed = true;
-                }
+                // A new difficulty goes out with the next job.
+                self.vardiff.on_share(Instant::now());
                 self.reply(&done.id, Value::Bool(true));
             }
             Err(err) => {
