@@ -246,7 +246,7 @@ impl Extranonce {
 impl FromStr for Extranonce {
     type Err = FieldError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() % 2 != 0 || s.len() > Self::MAX_LEN * 2 {
+        if !s.len().is_multiple_of(2) || s.len() > Self::MAX_LEN * 2 {
             return Err(FieldError::Length {
                 field: "extranonce",
                 expected: format!("an even number up to {}", Self::MAX_LEN * 2),

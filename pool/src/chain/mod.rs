@@ -303,7 +303,7 @@ impl EmbeddedChain {
             return self.initial_bits;
         }
         let interval = self.params.retarget_interval as usize;
-        if height % interval != 0 {
+        if !height.is_multiple_of(interval) {
             return tip_bits;
         }
         let last = height - 1;
