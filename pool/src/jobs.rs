@@ -23,8 +23,8 @@ use crate::chain::Template;
 /// How long a job from an older block is still recognised (and answered
 /// "stale" rather than "job not found").
 const RETAIN: Duration = Duration::from_secs(600);
-/// The most jobs kept at once.
-const MAX_JOBS: usize = 64;
+/// The most jobs kept at once (at one refresh per 30 s: over an hour of one block).
+const MAX_JOBS: usize = 128;
 
 /// One job: a template as miners see it.
 pub struct Job {
@@ -100,11 +100,16 @@ impl JobBook {
         {
             let mut jobs = self.jobs.write().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
-            jobs.retain(|_, j| now.duration_since(j.created) < RETAIN);
-            if jobs.len() >= MAX_JOBS {
-                if let Some(oldest) = jobs.keys().min().copied() {
-                    jobs.remove(&oldest);
-                }
+            let height = job.height();
+            // Jobs of the current height stay valid until the next block (some miners
+            // ignore non-clean jobs and keep mining the last clean one); older ones are
+            // kept a while only to be answered "stale".
+            jobs.retain(|_, j| j.height() == height || now.duration_since(j.created) < RETAIN);
+            while jobs.len() >= MAX_JOBS {
+                let Some(oldest) = jobs.keys().min().copied() else {
+                    break;
+                };
+                jobs.remove(&oldest);
             }
             jobs.insert(id, job.clone());
             self.height.store(job.height(), Ordering::Release);
@@ -177,9 +182,7 @@ fn announcement(job: Arc<Job>, clean: bool) -> Arc<Announcement> {
             clean_jobs,
             ..job.notify.clone()
         };
-        let mut line = ServerMessage::Notify(notify).to_line(&Id::Null);
-        line.push('\n');
-        line.into()
+        ServerMessage::Notify(notify).to_line(&Id::Null).into()
     };
     Arc::new(Announcement {
         line: line(clean),

@@ -27,7 +27,7 @@ pub struct SessionTerms<'a> {
     pub version_mask: u32,
     /// The difficulty in force for a job id this session was sent.
     pub difficulty_for: &'a dyn Fn(u64) -> Option<Difficulty>,
-    /// The difficulty to judge by for jobs the session was never sent.
+    /// The difficulty announced last.
     pub current_difficulty: Difficulty,
 }
 
@@ -126,7 +126,14 @@ pub fn validate(book: &JobBook, submit: &Submit, terms: &SessionTerms<'_>) -> Ve
     if job.height() < book.height() {
         return with_block(reject(RejectKind::Stale, ErrorCode::JobNotFound, "stale"));
     }
-    let difficulty = (terms.difficulty_for)(job.id).unwrap_or(terms.current_difficulty);
+    // Judged by the difficulty in force when the job was sent, or the current one
+    // if lower: miners differ on whether set_difficulty applies to work in
+    // progress (cpuminer: next job; others: at once), and honest work of both
+    // kinds must pass.
+    let difficulty = match (terms.difficulty_for)(job.id) {
+        Some(at_job) if at_job < terms.current_difficulty => at_job,
+        _ => terms.current_difficulty,
+    };
     if !meets_target(&hash, &difficulty.to_target()) {
         return with_block(reject(
             RejectKind::LowDifficulty,
