@@ -5,12 +5,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
+
+use std::net::IpAddr;
+use std::time::{Duration, UNIX_EPOCH};
+
+use subtle::ConstantTimeEq;
 
 use crate::accounting::rfc3339;
 use crate::session::Context;
@@ -22,6 +28,10 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/api/workers/{worker}", get(worker))
         .route("/api/blocks", get(blocks))
         .route("/api/pool", get(pool))
+        .route("/api/bans", get(bans).post(add_ban))
+        .route("/api/bans/{ip}", delete(remove_ban))
+        .route("/api/sessions", get(sessions))
+        .route("/api/sessions/{id}/kick", post(kick))
         .with_state(ctx)
 }
 
@@ -96,4 +106,132 @@ async fn pool(State(ctx): State<Arc<Context>>) -> Json<Value> {
         "height": job.job.height(),
         "network_difficulty": job.job.network_difficulty,
     }))
+}
+
+/// Checks the bearer token of a mutating request, in constant time;
+/// returns the refusal when it is missing or wrong.
+fn refusal(ctx: &Context, headers: &HeaderMap) -> Option<Response> {
+    let Some(expected) = &ctx.config.admin_token else {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "no admin token is configured; mutating endpoints are disabled".into(),
+        ));
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        None
+    } else {
+        Some(error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token".into(),
+        ))
+    }
+}
+
+async fn bans(State(ctx): State<Arc<Context>>) -> Json<Value> {
+    let bans: Vec<Value> = ctx
+        .guard
+        .bans()
+        .into_iter()
+        .map(|(ip, ban)| {
+            let until_ms = ban
+                .until
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            json!({"ip": ip.to_string(), "reason": ban.reason, "until": rfc3339(until_ms)})
+        })
+        .collect();
+    Json(json!({ "bans": bans }))
+}
+
+#[derive(Deserialize)]
+struct NewBan {
+    ip: IpAddr,
+    reason: Option<String>,
+    seconds: Option<u64>,
+}
+
+async fn add_ban(
+    State(ctx): State<Arc<Context>>,
+    headers: HeaderMap,
+    Json(ban): Json<NewBan>,
+) -> Response {
+    if let Some(denied) = refusal(&ctx, &headers) {
+        return denied;
+    }
+    let duration = ban
+        .seconds
+        .map_or(ctx.guard.config.ban_duration, Duration::from_secs);
+    let reason = ban
+        .reason
+        .unwrap_or_else(|| "banned by the operator".into());
+    if !ctx.guard.ban(ban.ip, &reason, duration) {
+        return error(
+            StatusCode::CONFLICT,
+            format!("{} is on the allow-list", ban.ip),
+        );
+    }
+    // Close the address's live sessions too.
+    for entry in ctx.sessions.iter() {
+        if entry.peer.ip().to_canonical() == ban.ip.to_canonical() {
+            entry.kick.cancel();
+        }
+    }
+    (
+        StatusCode::CREATED,
+        Json(json!({"ip": ban.ip.to_string(), "reason": reason})),
+    )
+        .into_response()
+}
+
+async fn remove_ban(
+    State(ctx): State<Arc<Context>>,
+    headers: HeaderMap,
+    Path(ip): Path<String>,
+) -> Response {
+    if let Some(denied) = refusal(&ctx, &headers) {
+        return denied;
+    }
+    let Ok(ip) = ip.parse::<IpAddr>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{ip:?} is not an IP address"),
+        );
+    };
+    if ctx.guard.unban(ip) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, format!("{ip} is not banned"))
+    }
+}
+
+async fn sessions(State(ctx): State<Arc<Context>>) -> Json<Value> {
+    let mut sessions: Vec<(u64, Value)> = ctx
+        .sessions
+        .iter()
+        .map(|e| (*e.key(), json!({"id": e.key(), "peer": e.peer.to_string(), "connected": e.connected, "workers": e.workers})))
+        .collect();
+    sessions.sort_by_key(|(id, _)| *id);
+    Json(json!({ "sessions": sessions.into_iter().map(|(_, v)| v).collect::<Vec<_>>() }))
+}
+
+async fn kick(
+    State(ctx): State<Arc<Context>>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> Response {
+    if let Some(denied) = refusal(&ctx, &headers) {
+        return denied;
+    }
+    match ctx.sessions.get(&id) {
+        Some(session) => {
+            session.kick.cancel();
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, format!("no session {id}")),
+    }
 }

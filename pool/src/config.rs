@@ -12,6 +12,8 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
+use crate::limits::LimitsConfig;
+
 /// Command line of `quarry-pool`.
 #[derive(Debug, Parser)]
 #[command(
@@ -139,6 +141,172 @@ pub struct RunArgs {
     /// Log format [default: text]. Verbosity comes from RUST_LOG.
     #[arg(long, env = "QUARRY_POOL_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Bearer token for the API's mutating endpoints (bans, kicks); unset disables them.
+    #[arg(
+        long,
+        env = "QUARRY_POOL_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+
+    #[command(flatten)]
+    pub limits: LimitsArgs,
+}
+
+/// The `[limits]` section: protection for a public host.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsArgs {
+    /// CIDR exempt from every limit and ban (repeatable) [default: none].
+    #[arg(long = "allow-cidr", value_name = "CIDR")]
+    pub allow: Option<Vec<ipnet::IpNet>>,
+    /// New connections per second per IP [default: 5].
+    #[arg(long, env = "QUARRY_POOL_CONNECTION_RATE", value_name = "PER_SECOND")]
+    pub connection_rate: Option<f64>,
+    /// Burst of new connections per IP [default: 20].
+    #[arg(long, env = "QUARRY_POOL_CONNECTION_BURST", value_name = "N")]
+    pub connection_burst: Option<u32>,
+    /// Concurrent connections per IP [default: 256].
+    #[arg(long, env = "QUARRY_POOL_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<u32>,
+    /// Concurrent connections in total [default: 19000].
+    #[arg(long, env = "QUARRY_POOL_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// mining.submit messages per second per connection [default: 100].
+    #[arg(long, env = "QUARRY_POOL_SUBMIT_RATE", value_name = "PER_SECOND")]
+    pub submit_rate: Option<f64>,
+    /// Burst of mining.submit per connection [default: 500].
+    #[arg(long, env = "QUARRY_POOL_SUBMIT_BURST", value_name = "N")]
+    pub submit_burst: Option<u32>,
+    /// Other messages per second per connection [default: 5].
+    #[arg(long, env = "QUARRY_POOL_MESSAGE_RATE", value_name = "PER_SECOND")]
+    pub message_rate: Option<f64>,
+    /// Burst of other messages per connection [default: 20].
+    #[arg(long, env = "QUARRY_POOL_MESSAGE_BURST", value_name = "N")]
+    pub message_burst: Option<u32>,
+    /// Over-limit messages before the connection is dropped and its IP banned [default: 100].
+    #[arg(long, env = "QUARRY_POOL_VIOLATIONS_BEFORE_BAN", value_name = "N")]
+    pub violations_before_ban: Option<u32>,
+    /// Seconds a ban lasts [default: 600].
+    #[arg(long, env = "QUARRY_POOL_BAN_DURATION", value_name = "SECONDS")]
+    pub ban_duration: Option<f64>,
+    /// Ban a connection whose shares are at least this % invalid... [default: 50]
+    #[arg(
+        long,
+        env = "QUARRY_POOL_INVALID_SHARE_PERCENT",
+        value_name = "PERCENT"
+    )]
+    pub invalid_share_percent: Option<f64>,
+    /// ...over at least this many shares [default: 100].
+    #[arg(long, env = "QUARRY_POOL_INVALID_SHARE_MINIMUM", value_name = "N")]
+    pub invalid_share_minimum: Option<u64>,
+    /// Seconds from connect to mining.subscribe [default: 30].
+    #[arg(long, env = "QUARRY_POOL_SUBSCRIBE_TIMEOUT", value_name = "SECONDS")]
+    pub subscribe_timeout: Option<f64>,
+    /// Seconds from subscribe to a successful mining.authorize [default: 30].
+    #[arg(long, env = "QUARRY_POOL_AUTHORIZE_TIMEOUT", value_name = "SECONDS")]
+    pub authorize_timeout: Option<f64>,
+    /// Seconds without an accepted share before a session is closed [default: 900].
+    #[arg(long, env = "QUARRY_POOL_IDLE_TIMEOUT", value_name = "SECONDS")]
+    pub idle_timeout: Option<f64>,
+}
+
+impl LimitsArgs {
+    fn or(self, file: LimitsArgs) -> LimitsArgs {
+        macro_rules! merge {
+            ($($field:ident),* $(,)?) => {
+                LimitsArgs { $($field: self.$field.or(file.$field),)* }
+            };
+        }
+        merge!(
+            allow,
+            connection_rate,
+            connection_burst,
+            max_connections_per_ip,
+            max_connections,
+            submit_rate,
+            submit_burst,
+            message_rate,
+            message_burst,
+            violations_before_ban,
+            ban_duration,
+            invalid_share_percent,
+            invalid_share_minimum,
+            subscribe_timeout,
+            authorize_timeout,
+            idle_timeout,
+        )
+    }
+
+    fn resolve(self) -> anyhow::Result<LimitsConfig> {
+        let d = LimitsConfig::default();
+        let count = |name: &str, value: Option<u32>, default: u32| -> anyhow::Result<u32> {
+            match value.unwrap_or(default) {
+                0 => bail!("limits.{name} must be at least 1"),
+                n => Ok(n),
+            }
+        };
+        let percent = self
+            .invalid_share_percent
+            .unwrap_or(d.invalid_share_percent);
+        if !(0.0..=100.0).contains(&percent) {
+            bail!("limits.invalid_share_percent: {percent} is not a percentage");
+        }
+        Ok(LimitsConfig {
+            allow: self.allow.unwrap_or_default(),
+            connection_rate: positive(
+                "limits.connection_rate",
+                self.connection_rate,
+                d.connection_rate,
+            )?,
+            connection_burst: count(
+                "connection_burst",
+                self.connection_burst,
+                d.connection_burst,
+            )?,
+            max_connections_per_ip: count(
+                "max_connections_per_ip",
+                self.max_connections_per_ip,
+                d.max_connections_per_ip,
+            )?,
+            max_connections: self.max_connections.unwrap_or(d.max_connections).max(1),
+            submit_rate: positive("limits.submit_rate", self.submit_rate, d.submit_rate)?,
+            submit_burst: count("submit_burst", self.submit_burst, d.submit_burst)?,
+            message_rate: positive("limits.message_rate", self.message_rate, d.message_rate)?,
+            message_burst: count("message_burst", self.message_burst, d.message_burst)?,
+            violations_before_ban: count(
+                "violations_before_ban",
+                self.violations_before_ban,
+                d.violations_before_ban,
+            )?,
+            ban_duration: seconds(
+                "limits.ban_duration",
+                self.ban_duration,
+                d.ban_duration.as_secs_f64(),
+            )?,
+            invalid_share_percent: percent,
+            invalid_share_minimum: self
+                .invalid_share_minimum
+                .unwrap_or(d.invalid_share_minimum)
+                .max(1),
+            subscribe_timeout: seconds(
+                "limits.subscribe_timeout",
+                self.subscribe_timeout,
+                d.subscribe_timeout.as_secs_f64(),
+            )?,
+            authorize_timeout: seconds(
+                "limits.authorize_timeout",
+                self.authorize_timeout,
+                d.authorize_timeout.as_secs_f64(),
+            )?,
+            idle_timeout: seconds(
+                "limits.idle_timeout",
+                self.idle_timeout,
+                d.idle_timeout.as_secs_f64(),
+            )?,
+        })
+    }
 }
 
 impl RunArgs {
@@ -146,7 +314,11 @@ impl RunArgs {
     fn or(self, file: RunArgs) -> RunArgs {
         macro_rules! merge {
             ($($field:ident),* $(,)?) => {
-                RunArgs { config: self.config, $($field: self.$field.or(file.$field),)* }
+                RunArgs {
+                    config: self.config,
+                    limits: self.limits.or(file.limits),
+                    $($field: self.$field.or(file.$field),)*
+                }
             };
         }
         merge!(
@@ -173,6 +345,7 @@ impl RunArgs {
             handshake_timeout,
             shutdown_timeout,
             log_format,
+            admin_token,
         )
     }
 }
@@ -205,6 +378,8 @@ pub struct PoolConfig {
     pub handshake_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub log_format: LogFormat,
+    pub admin_token: Option<String>,
+    pub limits: LimitsConfig,
 }
 
 fn listen(name: &str, value: Option<String>, default: &str) -> anyhow::Result<Listen> {
@@ -306,6 +481,8 @@ impl PoolConfig {
             handshake_timeout: seconds("handshake_timeout", args.handshake_timeout, 10.0)?,
             shutdown_timeout: seconds("shutdown_timeout", args.shutdown_timeout, 10.0)?,
             log_format: args.log_format.unwrap_or_default(),
+            admin_token: args.admin_token.filter(|t| !t.is_empty()),
+            limits: args.limits.resolve()?,
         })
     }
 }
@@ -339,6 +516,33 @@ mod tests {
         assert_eq!(config.share_interval, Duration::from_secs(5));
         assert_eq!(config.api, None);
         assert_eq!(config.stratum_tcp, Some("0.0.0.0:3333".parse().unwrap()));
+    }
+
+    #[test]
+    fn limits_section_and_allow_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pool.toml");
+        std::fs::write(
+            &file,
+            "[limits]\nallow = [\"10.0.0.0/8\"]\nsubmit_rate = 7.5\n",
+        )
+        .unwrap();
+        let mut args = RunArgs {
+            config: Some(file),
+            ..RunArgs::default()
+        };
+        let config = PoolConfig::resolve(args.clone()).unwrap();
+        assert_eq!(
+            config.limits.allow,
+            vec!["10.0.0.0/8".parse::<ipnet::IpNet>().unwrap()]
+        );
+        assert_eq!(config.limits.submit_rate, 7.5);
+        args.limits.allow = Some(vec!["192.168.0.0/16".parse().unwrap()]);
+        let config = PoolConfig::resolve(args).unwrap();
+        assert_eq!(
+            config.limits.allow,
+            vec!["192.168.0.0/16".parse::<ipnet::IpNet>().unwrap()]
+        );
     }
 
     #[test]

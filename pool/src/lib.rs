@@ -12,6 +12,7 @@
 //! - [`extranonce`]: extranonce1 leases.
 //! - [`validate`]: share validation.
 //! - [`vardiff`]: per-connection difficulty.
+//! - [`limits`]: connection caps, rate limits, bans, the allow-list.
 //! - [`jobs`]: the job book and the fan-out of jobs.
 //! - [`source`]: the job source (embedded chain) and found blocks.
 //! - [`chain`]: the embedded chain.
@@ -28,6 +29,7 @@ pub mod coinbase;
 pub mod config;
 pub mod extranonce;
 pub mod jobs;
+pub mod limits;
 pub mod listener;
 pub mod run;
 pub mod server;

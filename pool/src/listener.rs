@@ -44,16 +44,33 @@ pub async fn accept_loop(
                 continue;
             }
         };
+        // At the connection cap this waits, holding this one connection; the
+        // ones after it stay in the listen backlog until a slot frees.
+        let slot = tokio::select! {
+            () = ctx.shutdown.cancelled() => break,
+            slot = ctx.guard.slot() => slot,
+        };
+        let admission = match ctx.guard.admit(peer.ip(), slot) {
+            Ok(admission) => admission,
+            Err(refusal) => {
+                tracing::debug!(%peer, %refusal, "connection refused");
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
         match &transport {
             Transport::Plain => {
-                tracker.spawn(serve(stream, peer, ctx));
+                tracker.spawn(async move {
+                    let _admission = admission;
+                    serve(stream, peer, ctx).await;
+                });
             }
             Transport::Tls(tls) => {
                 let acceptor = tls.acceptor();
                 let timeout = ctx.config.handshake_timeout;
                 tracker.spawn(async move {
+                    let _admission = admission;
                     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => serve(stream, peer, ctx).await,
                         Ok(Err(err)) => tracing::debug!(%peer, %err, "TLS handshake failed"),

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use bitcoin::{Address, Network, ScriptBuf};
+use dashmap::DashMap;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -15,6 +16,7 @@ use crate::chain::{ChainParams, EmbeddedChain};
 use crate::config::PoolConfig;
 use crate::extranonce::Allocator;
 use crate::jobs::JobBook;
+use crate::limits::Guard;
 use crate::listener::{accept_loop, Transport};
 use crate::session::Context;
 use crate::source::{unix_now, EmbeddedSource};
@@ -114,10 +116,24 @@ impl Pool {
             blocks: solved_tx,
             shutdown: shutdown.clone(),
             next_session: AtomicU64::new(1),
+            guard: Guard::new(config.limits.clone()),
+            sessions: DashMap::new(),
         });
 
         let tracker = TaskTracker::new();
         let background = TaskTracker::new();
+        background.spawn({
+            let (guard, shutdown) = (ctx.guard.clone(), shutdown.clone());
+            async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        _ = tick.tick() => guard.tidy(),
+                    }
+                }
+            }
+        });
         let source = Arc::new(EmbeddedSource {
             chain: Mutex::new(chain),
             book,

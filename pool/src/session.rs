@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dashmap::DashMap;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use quarry_protocol::jsonrpc::{self, error_line, result_line, Call, Id, Message};
@@ -34,6 +35,7 @@ use crate::accounting::{now_ms, Accounting, WorkerStats};
 use crate::config::PoolConfig;
 use crate::extranonce::{Allocator, Lease};
 use crate::jobs::{Announcement, JobBook};
+use crate::limits::{Budgets, Guard};
 use crate::source::Solved;
 use crate::store::{AcceptedShare, RejectKind, Store, StoreError};
 use crate::validate::{validate, SessionTerms};
@@ -47,6 +49,11 @@ const MAX_WORKERS: usize = 64;
 const JOB_MEMORY: usize = 32;
 /// A peer that does not take our writes for this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection we close keeps draining the peer's input, so our
+/// last lines (the reason for the close) arrive instead of a reset.
+const LINGER: Duration = Duration::from_secs(1);
+/// The most input a lingering close reads and discards.
+const LINGER_BYTES: usize = 1 << 20;
 
 /// What every session shares.
 pub struct Context {
@@ -59,6 +66,31 @@ pub struct Context {
     pub blocks: mpsc::Sender<Solved>,
     pub shutdown: CancellationToken,
     pub next_session: AtomicU64,
+    pub guard: Arc<Guard>,
+    /// Live sessions by id, for listing and kicking.
+    pub sessions: DashMap<u64, SessionInfo>,
+}
+
+/// What the API shows of a live session.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionInfo {
+    pub peer: SocketAddr,
+    pub connected: String,
+    pub workers: Vec<String>,
+    #[serde(skip)]
+    pub kick: CancellationToken,
+}
+
+/// Removes the session from the registry when it ends.
+struct Registered {
+    id: u64,
+    ctx: Arc<Context>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.ctx.sessions.remove(&self.id);
+    }
 }
 
 impl Context {
@@ -70,6 +102,27 @@ impl Context {
             min: Difficulty::new(c.min_difficulty).unwrap_or(Difficulty::ONE),
             max: Difficulty::new(c.max_difficulty).unwrap_or(Difficulty::ONE),
         }
+    }
+}
+
+/// An outgoing line: the job notify is shared by every session, replies are owned.
+enum Line {
+    Owned(String),
+    Shared(Arc<str>),
+}
+
+impl AsRef<str> for Line {
+    fn as_ref(&self) -> &str {
+        match self {
+            Line::Owned(line) => line,
+            Line::Shared(line) => line,
+        }
+    }
+}
+
+impl From<String> for Line {
+    fn from(line: String) -> Line {
+        Line::Owned(line)
     }
 }
 
@@ -96,6 +149,22 @@ impl Drop for SessionCount {
 
 struct Session {
     ctx: Arc<Context>,
+    id: u64,
+    peer: SocketAddr,
+    /// `None` for allow-listed peers.
+    budgets: Option<Budgets>,
+    /// Over-budget messages so far.
+    violations: u32,
+    /// Shares judged, and how many of them were invalid (low difficulty,
+    /// duplicate, malformed), for the invalid-share ban.
+    judged: u64,
+    invalid: u64,
+    /// Set when the session must end (ban, policy); the reason is logged.
+    close: Option<String>,
+    connected_at: Instant,
+    subscribed_at: Option<Instant>,
+    /// The last authorization or accepted share, for the idle timeout.
+    active_at: Option<Instant>,
     lease: Option<Lease>,
     version_mask: u32,
     workers: Vec<Arc<WorkerStats>>,
@@ -105,7 +174,7 @@ struct Session {
     difficulty: Difficulty,
     job_difficulties: VecDeque<(u64, Difficulty)>,
     sent_first_job: bool,
-    out: Vec<String>,
+    out: Vec<Line>,
     acks: FuturesUnordered<PendingAck>,
     _count: SessionCount,
 }
@@ -119,7 +188,7 @@ where
     let span = tracing::info_span!("session", id, %peer, worker = tracing::field::Empty);
     async move {
         tracing::debug!("connected");
-        match run(stream, ctx).await {
+        match run(stream, peer, id, ctx).await {
             Ok(()) => tracing::debug!("closed"),
             Err(reason) => tracing::info!(%reason, "disconnected"),
         }
@@ -128,16 +197,40 @@ where
     .await;
 }
 
-async fn run<S>(stream: S, ctx: Arc<Context>) -> Result<(), String>
+async fn run<S>(stream: S, peer: SocketAddr, id: u64, ctx: Arc<Context>) -> Result<(), String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    let kick = ctx.shutdown.child_token();
+    ctx.sessions.insert(
+        id,
+        SessionInfo {
+            peer,
+            connected: crate::accounting::rfc3339(now_ms()),
+            workers: Vec::new(),
+            kick: kick.clone(),
+        },
+    );
+    let _registered = Registered {
+        id,
+        ctx: ctx.clone(),
+    };
     ctx.accounting
         .totals
         .sessions
         .fetch_add(1, Ordering::Relaxed);
     let start = Difficulty::new(ctx.config.start_difficulty).unwrap_or(Difficulty::ONE);
     let mut session = Session {
+        id,
+        peer,
+        budgets: ctx.guard.budgets(peer.ip()),
+        violations: 0,
+        judged: 0,
+        invalid: 0,
+        close: None,
+        connected_at: Instant::now(),
+        subscribed_at: None,
+        active_at: None,
         vardiff: Vardiff::new(ctx.vardiff_config(), start, Instant::now()),
         difficulty: start,
         lease: None,
@@ -157,7 +250,8 @@ where
     let result = loop {
         tokio::select! {
             biased;
-            () = ctx.shutdown.cancelled() => break Ok(()),
+            () = kick.cancelled() => break Err(if ctx.shutdown.is_cancelled() { "shutting down" } else { "kicked by the operator" }.to_owned()),
+            () = tokio::time::sleep_until(session.deadline().0) => break Err(session.deadline().1.to_owned()),
             Some(done) = session.acks.next(), if !session.acks.is_empty() => session.finish_ack(done),
             changed = jobs.changed() => {
                 if changed.is_err() {
@@ -175,19 +269,48 @@ where
         if let Err(reason) = flush(&mut framed, &mut session.out).await {
             break Err(reason);
         }
+        if let Some(reason) = session.close.take() {
+            break Err(reason);
+        }
     };
     // Answer every share already on its way to the store before closing.
     while let Some(done) = session.acks.next().await {
         session.finish_ack(done);
     }
-    let _ = flush(&mut framed, &mut session.out).await;
+    let flushed = flush(&mut framed, &mut session.out).await;
     for worker in &session.workers {
         ctx.accounting.session_closed(worker);
+    }
+    if result.is_err() && flushed.is_ok() {
+        linger(framed.into_inner()).await;
     }
     result
 }
 
-async fn flush<S>(framed: &mut Framed<S, LineCodec>, out: &mut Vec<String>) -> Result<(), String>
+/// Closes our side and discards the peer's unread input for a moment: closing
+/// a socket with unread input resets the connection, and a reset throws away
+/// what we wrote last but the peer has not yet taken.
+async fn linger<S>(mut stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let drain = async {
+        stream.shutdown().await?;
+        let mut buf = [0u8; 4096];
+        let mut read = 0;
+        while read < LINGER_BYTES {
+            match stream.read(&mut buf).await? {
+                0 => break,
+                n => read += n,
+            }
+        }
+        std::io::Result::Ok(())
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+async fn flush<S>(framed: &mut Framed<S, LineCodec>, out: &mut Vec<Line>) -> Result<(), String>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -198,7 +321,7 @@ where
         for line in out.drain(..) {
             framed.feed(line).await?;
         }
-        SinkExt::<String>::flush(framed).await
+        SinkExt::<Line>::flush(framed).await
     };
     match tokio::time::timeout(WRITE_TIMEOUT, write).await {
         Ok(Ok(())) => Ok(()),
@@ -210,7 +333,7 @@ where
 impl Session {
     fn reply(&mut self, id: &Id, result: Value) {
         if !id.is_null() {
-            self.out.push(result_line(id, &result));
+            self.out.push(result_line(id, &result).into());
         }
     }
 
@@ -222,20 +345,72 @@ impl Session {
     ) {
         if !id.is_null() {
             self.out
-                .push(error_line(id, &StratumError::new(code, message)));
+                .push(error_line(id, &StratumError::new(code, message)).into());
+        }
+    }
+
+    /// Spends one message of the right budget; `false` (with the ban done, or
+    /// the error sent to `answer` when the message expects one) when the peer
+    /// is over it.
+    fn within_budget(&mut self, answer: Option<&Id>, is_submit: bool) -> bool {
+        let Some(budgets) = &self.budgets else {
+            return true;
+        };
+        if budgets.spend(is_submit) {
+            return true;
+        }
+        self.violations += 1;
+        if self.violations >= self.ctx.guard.config.violations_before_ban {
+            self.ban("kept exceeding the message rate limit".to_owned());
+        } else if let Some(id) = answer {
+            let error = StratumError::new(ErrorCode::Other, "rate limit exceeded");
+            self.out.push(error_line(id, &error).into());
+        }
+        false
+    }
+
+    /// Bans the peer's address and ends the session.
+    fn ban(&mut self, reason: String) {
+        let limits = &self.ctx.guard.config;
+        self.ctx
+            .guard
+            .ban(self.peer.ip(), &reason, limits.ban_duration);
+        self.close = Some(format!("banned: {reason}"));
+    }
+
+    /// When the session times out next, and why.
+    fn deadline(&self) -> (Instant, &'static str) {
+        let limits = &self.ctx.guard.config;
+        match (self.subscribed_at, self.active_at) {
+            (None, _) => (
+                self.connected_at + limits.subscribe_timeout,
+                "no mining.subscribe in time",
+            ),
+            (Some(at), None) => (at + limits.authorize_timeout, "no mining.authorize in time"),
+            (Some(_), Some(at)) => (at + limits.idle_timeout, "idle: no share for too long"),
         }
     }
 
     fn handle_line(&mut self, line: &str) {
-        let call = match jsonrpc::parse(line) {
+        let parsed = jsonrpc::parse(line);
+        let is_submit = matches!(&parsed, Ok(Message::Request(c) | Message::Notification(c)) if c.method == "mining.submit");
+        // Requests are answered, and so are lines that do not parse (with a
+        // null id); notifications and responses are not.
+        let answer = match &parsed {
+            Ok(Message::Request(call)) => Some(call.id.clone()),
+            Ok(Message::Notification(_) | Message::Response(_)) => None,
+            Err(_) => Some(Id::Null),
+        };
+        if !self.within_budget(answer.as_ref(), is_submit) {
+            return;
+        }
+        let call = match parsed {
             Ok(Message::Request(call) | Message::Notification(call)) => call,
             // Answers to our own requests (none need acting on).
             Ok(Message::Response(_)) => return,
             Err(err) => {
-                self.out.push(error_line(
-                    &Id::Null,
-                    &StratumError::new(ErrorCode::Other, err.to_string()),
-                ));
+                let error = StratumError::new(ErrorCode::Other, err.to_string());
+                self.out.push(error_line(&Id::Null, &error).into());
                 return;
             }
         };
@@ -290,6 +465,7 @@ impl Session {
     fn subscribe(&mut self, id: &Id, subscribe: Subscribe) {
         if self.lease.is_none() {
             self.lease = Some(self.ctx.extranonces.lease(subscribe.session_id.as_deref()));
+            self.subscribed_at = Some(Instant::now());
         }
         let Some(lease) = &self.lease else { return };
         let result = SubscribeResult {
@@ -325,6 +501,10 @@ impl Session {
                 .set_difficulty(&worker, self.difficulty.get());
             if self.workers.is_empty() {
                 tracing::Span::current().record("worker", &*authorize.username);
+                self.active_at = Some(Instant::now());
+            }
+            if let Some(mut info) = self.ctx.sessions.get_mut(&self.id) {
+                info.workers.push(authorize.username.clone());
             }
             self.workers.push(worker);
         }
@@ -352,10 +532,11 @@ impl Session {
         // set_difficulty precedes the first notify, and any notify after a change.
         if !self.sent_first_job || wanted != self.difficulty {
             self.difficulty = wanted;
-            self.out.push(format!(
-                "{}\n",
-                ServerMessage::SetDifficulty(wanted).to_line(&Id::Null)
-            ));
+            self.out.push(
+                ServerMessage::SetDifficulty(wanted)
+                    .to_line(&Id::Null)
+                    .into(),
+            );
             for worker in &self.workers {
                 self.ctx.accounting.set_difficulty(worker, wanted.get());
             }
@@ -370,8 +551,7 @@ impl Session {
         } else {
             &announcement.clean_line
         };
-        // Lines carry their '\n' already; the codec adds one, so strip it.
-        self.out.push(line.trim_end_matches('\n').to_owned());
+        self.out.push(Line::Shared(line.clone()));
         self.sent_first_job = true;
     }
 
@@ -424,12 +604,26 @@ impl Session {
                 tracing::error!(%err, "block candidate dropped: the job source is not keeping up");
             }
         }
+        self.judged += 1;
+        if let Err((RejectKind::LowDifficulty | RejectKind::Duplicate | RejectKind::Malformed, _)) =
+            &verdict.outcome
+        {
+            self.invalid += 1;
+        }
+        let limits = &self.ctx.guard.config;
+        if self.budgets.is_some()
+            && self.judged >= limits.invalid_share_minimum
+            && self.invalid as f64 * 100.0 >= limits.invalid_share_percent * self.judged as f64
+        {
+            let reason = format!("{} of {} shares invalid", self.invalid, self.judged);
+            self.ban(reason);
+        }
         match verdict.outcome {
             Err((kind, error)) => {
                 self.ctx.accounting.record_reject(&worker, kind);
                 self.ctx.store.record_reject(&worker.name, kind, now_ms());
                 if !id.is_null() {
-                    self.out.push(error_line(&id, &error));
+                    self.out.push(error_line(&id, &error).into());
                 }
             }
             Ok(accepted) => {
@@ -467,6 +661,7 @@ impl Session {
                 );
                 // A new difficulty goes out with the next job.
                 self.vardiff.on_share(Instant::now());
+                self.active_at = Some(Instant::now());
                 self.reply(&done.id, Value::Bool(true));
             }
             Err(err) => {

@@ -54,6 +54,15 @@ impl Client {
         Client::new(Box::new(stream))
     }
 
+    /// Connects over plain TCP from the loopback address `local` (e.g. 127.0.0.2),
+    /// so tests can play clients on different addresses.
+    pub async fn tcp_from(local: std::net::IpAddr, addr: SocketAddr) -> std::io::Result<Client> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(local, 0))?;
+        let stream = socket.connect(addr).await?;
+        Ok(Client::new(Box::new(stream)))
+    }
+
     /// Connects over TLS, trusting exactly `cert_pem`, as `localhost`.
     pub async fn tls(addr: SocketAddr, cert_pem: &[u8]) -> Client {
         let mut roots = rustls::RootCertStore::empty();
@@ -78,6 +87,14 @@ impl Client {
     /// Sends one raw line.
     pub async fn send_raw(&mut self, line: &str) {
         self.framed.send(line).await.expect("send");
+    }
+
+    /// Sends one raw line; an error once the pool has closed the connection.
+    pub async fn send_raw_checked(
+        &mut self,
+        line: &str,
+    ) -> Result<(), quarry_protocol::CodecError> {
+        self.framed.send(line).await
     }
 
     /// The next line as JSON, failing the test after [`TIMEOUT`].

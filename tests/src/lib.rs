@@ -1,10 +1,12 @@
 //! Harness for Quarry's end-to-end tests: runs the real `quarry-pool` binary on
-//! loopback ports it picks itself, and speaks raw Stratum lines to it over TCP
-//! or TLS.
+//! loopback ports it picks itself, speaks raw Stratum lines to it over TCP
+//! or TLS, and runs the real `quarry-miner` against it.
 
 pub mod client;
 pub mod grind;
+pub mod miner;
 pub mod process;
 
 pub use client::Client;
+pub use miner::MinerProcess;
 pub use process::PoolProcess;

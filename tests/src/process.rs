@@ -54,14 +54,14 @@ impl PoolProcess {
     /// Starts the pool on loopback with every listener on a port of its choosing,
     /// its data in `data_dir`, plus `extra` arguments.
     pub fn start(data_dir: &Path, extra: &[&str]) -> PoolProcess {
+        PoolProcess::start_on(data_dir, "127.0.0.1:0", extra)
+    }
+
+    /// As [`PoolProcess::start`], with plain Stratum on `tcp` (e.g. the port of an
+    /// earlier run, to restart a pool where its miners expect it).
+    pub fn start_on(data_dir: &Path, tcp: &str, extra: &[&str]) -> PoolProcess {
         let mut child = Command::new(binary("quarry-pool", "quarry-pool"))
-            .args([
-                "run",
-                "--stratum-tcp",
-                "127.0.0.1:0",
-                "--stratum-tls",
-                "127.0.0.1:0",
-            ])
+            .args(["run", "--stratum-tcp", tcp, "--stratum-tls", "127.0.0.1:0"])
             .args(["--api", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
@@ -125,6 +125,17 @@ impl PoolProcess {
             libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
         }
         self.child.wait().expect("waiting for quarry-pool")
+    }
+
+    /// The pool's resident memory in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// GET a JSON document from the pool's API.

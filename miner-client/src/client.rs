@@ -1,0 +1,375 @@
+//! The network side: connects to the pools in order of preference (plain TCP or TLS),
+//! drives a [`Session`] over the connection, publishes its jobs to the hashing threads
+//! and submits their shares; reconnects with exponential backoff and jitter, fails over
+//! down the pool list, and returns to the primary once it answers again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_util::{SinkExt, StreamExt};
+use rand::Rng;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::Framed;
+
+use crate::config::MineConfig;
+use crate::hasher::{Board, FoundShare};
+use crate::session::{Action, Session, SessionConfig};
+use crate::stats::{ConnState, Stats};
+use crate::tls;
+use crate::url::PoolUrl;
+use quarry_protocol::LineCodec;
+
+/// The longest line accepted from a pool: a notify with a large coinbase and many
+/// merkle branches is a few KB; anything near this is hostile.
+pub const MAX_LINE: usize = 1 << 20;
+/// How long a TCP connect or TLS handshake may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Shares that arrive before a new connection has a job wait here (at most this many).
+const MAX_HELD: usize = 256;
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Exponential backoff: 1 s doubling to 60 s, each pause jittered by ±20 %.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const MIN: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(60);
+
+    /// Starts at the minimum.
+    pub fn new() -> Backoff {
+        Backoff { next: Self::MIN }
+    }
+
+    /// Back to the minimum (after a connection that worked).
+    pub fn reset(&mut self) {
+        self.next = Self::MIN;
+    }
+
+    /// The next pause, then doubles.
+    pub fn pause(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        base.mul_f64(rand::rng().random_range(0.8..=1.2))
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new()
+    }
+}
+
+/// Why a connection ended.
+enum Ended {
+    /// Lost or refused; `mined` says whether it had got as far as mining.
+    Lost { reason: String, mined: bool },
+    /// The pool asked us to go elsewhere (or reconnect) after a pause.
+    Redirect { url: PoolUrl, wait: Duration },
+    /// On a backup, and the primary answers again.
+    Failback,
+}
+
+/// Everything that outlives one connection.
+pub struct Client {
+    config: MineConfig,
+    board: Arc<Board>,
+    shares: mpsc::Receiver<FoundShare>,
+    stats: Arc<Stats>,
+    connector: Option<tokio_rustls::TlsConnector>,
+    connection: u64,
+    /// Session ids to resume, per pool.
+    resume: HashMap<PoolUrl, String>,
+    /// The previous connection and its pool: its shares may still be valid.
+    previous: Option<(u64, PoolUrl)>,
+}
+
+impl Client {
+    /// A client for `config`, publishing to `board` and taking shares from `shares`.
+    ///
+    /// # Errors
+    /// No pool, or a TLS trust setting that cannot be loaded (only when some pool
+    /// uses TLS).
+    pub fn new(
+        config: MineConfig,
+        board: Arc<Board>,
+        shares: mpsc::Receiver<FoundShare>,
+        stats: Arc<Stats>,
+    ) -> anyhow::Result<Client> {
+        anyhow::ensure!(!config.pools.is_empty(), "no pool to connect to");
+        let connector = if config.pools.iter().any(|p| p.tls) {
+            Some(tls::connector(&config.trust)?)
+        } else {
+            None
+        };
+        Ok(Client {
+            config,
+            board,
+            shares,
+            stats,
+            connector,
+            connection: 0,
+            resume: HashMap::new(),
+            previous: None,
+        })
+    }
+
+    /// Mines forever: connect, mine, reconnect.
+    pub async fn run(mut self) {
+        let mut backoff = Backoff::new();
+        let mut index = 0;
+        let mut redirect: Option<PoolUrl> = None;
+        loop {
+            let url = redirect
+                .take()
+                .unwrap_or_else(|| self.config.pools[index].clone());
+            self.stats
+                .set_link(Some(url.to_string()), ConnState::Connecting);
+            tracing::info!(pool = %url, "connecting");
+            let ended = match connect(&url, self.connector.as_ref()).await {
+                Ok(stream) => self.mine(stream, &url, index).await,
+                Err(error) => Ended::Lost {
+                    reason: format!("{error:#}"),
+                    mined: false,
+                },
+            };
+            self.stats
+                .set_link(Some(url.to_string()), ConnState::Disconnected);
+            match ended {
+                Ended::Failback => {
+                    index = 0;
+                    backoff.reset();
+                }
+                Ended::Redirect { url: target, wait } => {
+                    tracing::info!(pool = %url, to = %target, wait_seconds = wait.as_secs(), "pool asked to reconnect");
+                    tokio::time::sleep(wait).await;
+                    redirect = Some(target);
+                }
+                Ended::Lost { reason, mined } => {
+                    tracing::warn!(pool = %url, "connection failed: {reason}");
+                    if mined {
+                        backoff.reset();
+                    }
+                    index = (index + 1) % self.config.pools.len();
+                    if index == 0 {
+                        let pause = backoff.pause();
+                        tracing::info!("retrying in {:.1} s", pause.as_secs_f64());
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn mine(&mut self, stream: Box<dyn Stream>, url: &PoolUrl, index: usize) -> Ended {
+        self.connection += 1;
+        let connection = self.connection;
+        let mut framed = Framed::new(stream, LineCodec::new(MAX_LINE));
+        let mut session = Session::new(
+            SessionConfig {
+                user: self.config.user.clone(),
+                pass: self.config.pass.clone(),
+                version_mask: self.config.version_mask,
+                extranonce_subscribe: self.config.extranonce_subscribe,
+            },
+            connection,
+        );
+        let previous = self.previous.replace((connection, url.clone()));
+        let mut mined = false;
+        let mut held: Vec<FoundShare> = Vec::new();
+        // On a backup, a task probes the primary and signals once it answers.
+        // Dropping the guard (when this connection ends) stops it.
+        let (primary_back, mut primary_answers) = tokio::sync::oneshot::channel::<()>();
+        let mut probing = index != 0;
+        let _probe = probing.then(|| {
+            AbortOnDrop(tokio::spawn(probe_primary(
+                self.config.pools[0].clone(),
+                self.connector.clone(),
+                self.config.failback_interval,
+                primary_back,
+            )))
+        });
+        let mut actions = session.start(self.resume.get(url).cloned());
+        loop {
+            for action in actions.drain(..) {
+                match self.act(action, &mut framed, url, &mut mined).await {
+                    Ok(()) => {}
+                    Err(ended) => return self.end(ended, &session, url),
+                }
+            }
+            if session.last_job().is_some() && !held.is_empty() {
+                for share in held.drain(..) {
+                    let same_pool = previous
+                        .as_ref()
+                        .is_some_and(|(c, u)| *c == share.job.connection && u == url);
+                    match session.submit(&share, same_pool) {
+                        Some(line) => actions.push(Action::Send(line)),
+                        None => {
+                            tracing::debug!(job = %share.job.notify.job_id, "share of a void job not submitted");
+                            self.stats.stale();
+                        }
+                    }
+                }
+                continue;
+            }
+            tokio::select! {
+                line = tokio::time::timeout(self.config.pool_timeout, framed.next()) => match line {
+                    Ok(Some(Ok(line))) => actions = session.handle_line(&line),
+                    Ok(Some(Err(error))) => return self.end(lost(format!("reading from the pool: {error}"), mined), &session, url),
+                    Ok(None) => return self.end(lost("connection closed by the pool".into(), mined), &session, url),
+                    Err(_) => return self.end(lost(format!("pool silent for {} s", self.config.pool_timeout.as_secs()), mined), &session, url),
+                },
+                Some(share) = self.shares.recv() => {
+                    if held.len() < MAX_HELD {
+                        held.push(share);
+                    } else {
+                        self.stats.stale();
+                    }
+                },
+                answered = &mut primary_answers, if probing => {
+                    probing = false;
+                    if answered.is_ok() {
+                        tracing::info!(primary = %self.config.pools[0], "primary pool answers again; switching back to it");
+                        return self.end(Ended::Failback, &session, url);
+                    }
+                }
+            }
+        }
+    }
+
+    fn end(&mut self, ended: Ended, session: &Session, url: &PoolUrl) -> Ended {
+        if let Some(id) = session.session_id() {
+            self.resume.insert(url.clone(), id.to_owned());
+        }
+        ended
+    }
+
+    async fn act(
+        &mut self,
+        action: Action,
+        framed: &mut Framed<Box<dyn Stream>, LineCodec>,
+        url: &PoolUrl,
+        mined: &mut bool,
+    ) -> Result<(), Ended> {
+        match action {
+            Action::Send(line) => {
+                tracing::trace!(%line, "send");
+                // A pool that stops reading is as dead as one that stops writing.
+                match tokio::time::timeout(self.config.pool_timeout, framed.send(line)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        return Err(lost(format!("writing to the pool: {error}"), *mined))
+                    }
+                    Err(_) => return Err(lost("the pool stopped reading".into(), *mined)),
+                }
+            }
+            Action::Job(job) => {
+                tracing::debug!(job = %job.notify.job_id, clean = job.notify.clean_jobs, difficulty = job.difficulty.get(), "new job");
+                self.stats.set_difficulty(job.difficulty.get());
+                self.board.publish(job);
+            }
+            Action::Authorized => {
+                *mined = true;
+                self.stats
+                    .set_link(Some(url.to_string()), ConnState::Mining);
+                tracing::info!(pool = %url, worker = %self.config.user, "authorized; mining");
+            }
+            Action::Unauthorized(reason) => {
+                tracing::error!(pool = %url, worker = %self.config.user, "pool refused the worker: {reason}");
+                return Err(lost(format!("worker refused: {reason}"), false));
+            }
+            Action::SubscribeFailed(reason) => {
+                return Err(lost(format!("subscribe failed: {reason}"), false));
+            }
+            Action::ShareAccepted { job_id, difficulty } => {
+                self.stats.accepted();
+                let s = self.stats.snapshot();
+                tracing::info!(job = %job_id, difficulty, "share accepted ({}/{}, {:.1}%)", s.accepted, s.accepted + s.rejected_total(), s.acceptance_percent());
+            }
+            Action::ShareRejected {
+                job_id,
+                code,
+                reason,
+            } => {
+                self.stats.rejected(&reason);
+                let code = code.map_or_else(String::new, |c| format!(" (code {c})"));
+                tracing::warn!(job = %job_id, "share rejected: {reason}{code}");
+            }
+            Action::Reconnect(target) => {
+                let url = url.redirect(target.host.as_deref(), target.port);
+                let wait = Duration::from_secs(target.wait_seconds.min(3600));
+                return Err(Ended::Redirect { url, wait });
+            }
+            Action::ShowMessage(text) => {
+                tracing::info!(pool = %url, "message from the pool: {text}")
+            }
+            Action::Ignored(what) => tracing::debug!(pool = %url, "ignored: {what}"),
+        }
+        Ok(())
+    }
+}
+
+/// Opens a connection to `url`: TCP, then TLS if the scheme asks for it.
+async fn connect(
+    url: &PoolUrl,
+    connector: Option<&tokio_rustls::TlsConnector>,
+) -> anyhow::Result<Box<dyn Stream>> {
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(url.authority()))
+        .await
+        .context("TCP connect timed out")?
+        .with_context(|| format!("connecting to {}", url.authority()))?;
+    let _ = tcp.set_nodelay(true);
+    if !url.tls {
+        return Ok(Box::new(tcp));
+    }
+    let connector = connector.context("no TLS connector for a TLS pool")?;
+    let name = tls::server_name(&url.host)?;
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
+        .await
+        .context("TLS handshake timed out")?
+        .map_err(|error| anyhow::anyhow!("TLS handshake failed: {}", tls::explain(&error)))?;
+    Ok(Box::new(stream))
+}
+
+/// Every `interval`, tries to connect to `primary`; signals `back` once it answers.
+async fn probe_primary(
+    primary: PoolUrl,
+    connector: Option<tokio_rustls::TlsConnector>,
+    interval: Duration,
+    back: tokio::sync::oneshot::Sender<()>,
+) {
+    loop {
+        tokio::time::sleep(interval).await;
+        match connect(&primary, connector.as_ref()).await {
+            Ok(_probe) => {
+                let _ = back.send(());
+                return;
+            }
+            Err(error) => tracing::debug!(%primary, "primary still unavailable: {error:#}"),
+        }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn lost(reason: String, mined: bool) -> Ended {
+    Ended::Lost { reason, mined }
+}
+
+#[cfg(test)]
+mod tests;
