@@ -55,24 +55,11 @@ fn init_logging(format: LogFormat) {
 
 /// Raises the open-files soft limit to the hard limit: each miner is a descriptor.
 fn raise_open_files_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
-    let raised = unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(open_files) => {
+            tracing::info!(open_files, "open-files limit raised to the hard limit");
         }
-    };
-    if raised {
-        tracing::info!(
-            open_files = limit.rlim_cur,
-            "open-files limit raised to the hard limit"
-        );
-    } else {
-        tracing::warn!("could not raise the open-files limit");
+        Err(err) => tracing::warn!(%err, "could not raise the open-files limit"),
     }
 }
 

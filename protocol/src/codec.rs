@@ -162,6 +162,16 @@ mod tests {
         assert_eq!(&buf[..], b"{");
     }
 
+    /// Found by `encode_then_decode_round_trips`: a form feed is content, not
+    /// blank space, so the line survives the round trip.
+    #[test]
+    fn regression_a_form_feed_line_round_trips() {
+        let mut codec = LineCodec::new(100);
+        let mut buf = BytesMut::new();
+        codec.encode("\u{c}", &mut buf).unwrap();
+        assert_eq!(decode_all(&mut codec, &buf).unwrap(), ["\u{c}"]);
+    }
+
     proptest! {
         #[test]
         fn encode_then_decode_round_trips(lines in proptest::collection::vec("[^\n\r]*[^\n\r \t]", 0..8)) {

@@ -1178,6 +1178,23 @@ proptest! {
         }
     }
 
+    /// Whatever is suggested, an accepted difficulty is finite and positive.
+    #[test]
+    fn an_accepted_suggested_difficulty_is_finite_and_positive(value in json_value()) {
+        if let Ok(ClientRequest::SuggestDifficulty(d)) = client("mining.suggest_difficulty", json!([value])) {
+            prop_assert!(d.get().is_finite() && d.get() > 0.0);
+        }
+    }
+
+    /// Whatever is submitted, an accepted submit's fields are within their bounds.
+    #[test]
+    fn an_accepted_submit_has_bounded_fields(params in prop::collection::vec(json_value(), 5..7)) {
+        if let Ok(ClientRequest::Submit(submit)) = client("mining.submit", Value::Array(params)) {
+            prop_assert!(submit.extranonce2.len() <= Extranonce::MAX_LEN);
+            prop_assert!(submit.job_id.as_str().len() <= 64);
+        }
+    }
+
     /// Arbitrary text as a line never panics anywhere in the stack.
     #[test]
     fn arbitrary_lines_never_panic(line in "\\PC{0,300}") {

@@ -156,3 +156,6 @@ pub fn validate(book: &JobBook, submit: &Submit, terms: &SessionTerms<'_>) -> Ve
         block: None,
     })
 }
+
+#[cfg(test)]
+mod tests;
