@@ -79,13 +79,25 @@ async fn honest_miner(addr: SocketAddr, stop: Arc<AtomicBool>) -> Honest {
     report
 }
 
+/// The median acknowledgement latency a miner saw.
+fn median(report: &Honest) -> Duration {
+    let mut latencies = report.latencies.clone();
+    latencies.sort();
+    latencies
+        .get(latencies.len() / 2)
+        .copied()
+        .unwrap_or_default()
+}
+
 /// Runs `attack` while the honest miner mines; checks the honest miner lost
-/// nothing and the pool's memory stayed bounded.
+/// nothing and the pool's memory stayed bounded. Reports (not asserts: timings
+/// do not belong in tests) the honest miner's latency idle and under attack.
 async fn under_attack<F, Fut>(pool: &PoolProcess, name: &str, attack: F)
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    let idle = honest_miner(pool.tcp, Arc::new(AtomicBool::new(true))).await;
     let stop = Arc::new(AtomicBool::new(false));
     let honest = tokio::spawn(honest_miner(pool.tcp, stop.clone()));
     let rss_before = pool.rss_kib();
@@ -93,15 +105,14 @@ where
     let rss_after = pool.rss_kib();
     stop.store(true, Ordering::Relaxed);
     let report = honest.await.expect("honest miner");
-    let mut latencies = report.latencies.clone();
-    latencies.sort();
-    let median = latencies
-        .get(latencies.len() / 2)
-        .copied()
-        .unwrap_or_default();
     eprintln!(
-        "{name}: honest miner {} of {} acknowledged, median ack {:?}; pool RSS {} -> {} KiB",
-        report.acked, report.sent, median, rss_before, rss_after
+        "{name}: honest miner {} of {} acknowledged, median ack {:?} (idle {:?}); pool RSS {} -> {} KiB",
+        report.acked,
+        report.sent,
+        median(&report),
+        median(&idle),
+        rss_before,
+        rss_after
     );
     assert_eq!(
         report.acked, report.sent,
