@@ -257,8 +257,11 @@ impl BitcoindSource {
         match self.rpc.call::<String>("getbestblockhash", json!([])).await {
             Ok(best) => {
                 self.heard();
-                let current = self.lock_tip().prev_hash;
-                if BlockHash::from_str(&best).ok() != Some(current) {
+                let (current, retired) = {
+                    let tip = self.lock_tip();
+                    (tip.prev_hash, tip.retired)
+                };
+                if retired || BlockHash::from_str(&best).ok() != Some(current) {
                     self.refresh().await;
                 }
             }
