@@ -211,6 +211,21 @@ pub struct PoolTotals {
     pub rejected: AtomicU64,
     pub sessions: AtomicU64,
     pub blocks: AtomicU64,
+    /// What the node answered to `submitblock`, for metrics.
+    pub submissions: BlockSubmissions,
+}
+
+/// Outcomes of the blocks sent to a node with `submitblock`.
+#[derive(Debug, Default)]
+pub struct BlockSubmissions {
+    /// Accepted (`null`), or already known to the node (`duplicate`, `inconclusive`).
+    pub accepted: AtomicU64,
+    /// Refused with a reason (`high-hash`, `bad-txnmrklroot`, …).
+    pub rejected: AtomicU64,
+    /// No node could be asked (all unreachable or answering errors).
+    pub failed: AtomicU64,
+    /// Accepted, later found off the best chain.
+    pub orphaned: AtomicU64,
 }
 
 /// All workers' numbers.

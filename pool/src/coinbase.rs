@@ -50,6 +50,10 @@ pub struct CoinbaseSpec<'a> {
     pub extranonce_len: usize,
     /// The `default_witness_commitment` output script, for blocks with segwit transactions.
     pub witness_commitment: Option<ScriptBuf>,
+    /// Lock time `height - 1` with sequence `0xfffffffe`, as Bitcoin Core's own block
+    /// assembler writes (`BlockAssembler::CreateNewBlock`); otherwise lock time 0 with
+    /// sequence `0xffffffff`.
+    pub lock_to_parent: bool,
 }
 
 /// A coinbase's non-witness serialization split around the extranonce bytes.
@@ -135,8 +139,8 @@ pub fn is_witness_commitment(script_pubkey: &Script) -> bool {
 
 /// Builds the coinbase for `spec` and splits it around the extranonce slot.
 ///
-/// The transaction is version 2, locktime 0, with one input (null outpoint, sequence
-/// `0xffffffff`) and the outputs `value → payout`, then the witness commitment (value 0)
+/// The transaction is version 2 with one input (null outpoint; lock time and sequence per
+/// [`CoinbaseSpec::lock_to_parent`]) and the outputs `value → payout`, then the witness commitment (value 0)
 /// when given.
 ///
 /// # Errors
@@ -195,13 +199,20 @@ pub fn build(spec: &CoinbaseSpec) -> Result<CoinbaseParts, CoinbaseError> {
             script_pubkey: commitment.clone(),
         });
     }
+    let (lock_time, sequence) = match spec.height.checked_sub(1).map(u32::try_from) {
+        Some(Ok(parent)) if spec.lock_to_parent => (
+            LockTime::from_height(parent).map_err(|_| CoinbaseError::Height(spec.height))?,
+            Sequence::ENABLE_LOCKTIME_NO_RBF,
+        ),
+        _ => (LockTime::ZERO, Sequence::MAX),
+    };
     let tx = Transaction {
         version: Version::TWO,
-        lock_time: LockTime::ZERO,
+        lock_time,
         input: vec![TxIn {
             previous_output: OutPoint::null(),
             script_sig: ScriptBuf::from_bytes(script_sig),
-            sequence: Sequence::MAX,
+            sequence,
             witness: Witness::new(),
         }],
         output,
@@ -282,6 +293,7 @@ mod tests {
             pool_tag: b"/quarry/",
             extranonce_len: 8,
             witness_commitment: None,
+            lock_to_parent: false,
         }
     }
 

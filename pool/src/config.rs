@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
+use crate::bitcoind::rpc::Auth;
 use crate::limits::LimitsConfig;
 
 /// Command line of `quarry-pool`.
@@ -47,6 +48,17 @@ pub enum LogFormat {
     #[default]
     Text,
     Json,
+}
+
+/// Where jobs come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ChainKind {
+    /// The pool's own chain: no node needed.
+    #[default]
+    Embedded,
+    /// Bitcoin Core's `getblocktemplate`, on whatever network the node runs.
+    Bitcoind,
 }
 
 /// Options of `quarry-pool run`. Every field is optional here: unset means
@@ -88,6 +100,44 @@ pub struct RunArgs {
     #[arg(long, env = "QUARRY_POOL_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// Job source: the embedded chain, or Bitcoin Core nodes [default: embedded].
+    #[arg(long, env = "QUARRY_POOL_CHAIN", value_enum)]
+    pub chain: Option<ChainKind>,
+    /// Bitcoin Core RPC URL, http://HOST:PORT (repeatable: later ones are failovers).
+    #[arg(
+        long = "bitcoind-url",
+        env = "QUARRY_POOL_BITCOIND_URL",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub bitcoind_url: Option<Vec<String>>,
+    /// Bitcoin Core RPC user (with --bitcoind-password).
+    #[arg(long, env = "QUARRY_POOL_BITCOIND_USER", value_name = "USER")]
+    pub bitcoind_user: Option<String>,
+    /// Bitcoin Core RPC password.
+    #[arg(
+        long,
+        env = "QUARRY_POOL_BITCOIND_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    pub bitcoind_password: Option<String>,
+    /// Bitcoin Core's `.cookie` file, instead of user and password.
+    #[arg(long, env = "QUARRY_POOL_BITCOIND_COOKIE", value_name = "FILE")]
+    pub bitcoind_cookie: Option<PathBuf>,
+    /// Seconds between getbestblockhash polls, besides the long poll [default: 0.1].
+    #[arg(
+        long,
+        env = "QUARRY_POOL_BITCOIND_POLL_INTERVAL",
+        value_name = "SECONDS"
+    )]
+    pub bitcoind_poll_interval: Option<f64>,
+    /// Seconds each Bitcoin Core call may take before the next node is tried [default: 10].
+    #[arg(long, env = "QUARRY_POOL_BITCOIND_TIMEOUT", value_name = "SECONDS")]
+    pub bitcoind_timeout: Option<f64>,
+    /// Seconds jobs are served while no node answers; then miners must wait [default: 120].
+    #[arg(long, env = "QUARRY_POOL_MAX_JOB_AGE", value_name = "SECONDS")]
+    pub max_job_age: Option<f64>,
     /// Initial network difficulty of the embedded chain; fractional allowed [default: 0.001].
     #[arg(long, env = "QUARRY_POOL_CHAIN_DIFFICULTY", value_name = "DIFF")]
     pub chain_difficulty: Option<f64>,
@@ -97,7 +147,8 @@ pub struct RunArgs {
     /// Blocks between difficulty retargets of the embedded chain [default: 60].
     #[arg(long, env = "QUARRY_POOL_RETARGET_INTERVAL", value_name = "BLOCKS")]
     pub retarget_interval: Option<u32>,
-    /// Address (regtest format) that block rewards pay to [default: a fixed script].
+    /// Address block rewards pay to: regtest format on the embedded chain [default: a
+    /// fixed script]; required with bitcoind, on the node's network.
     #[arg(long, env = "QUARRY_POOL_PAYOUT_ADDRESS", value_name = "ADDRESS")]
     pub payout_address: Option<String>,
     /// Tag written into every coinbase [default: /quarry/].
@@ -328,6 +379,14 @@ impl RunArgs {
             tls_key,
             api,
             data_dir,
+            chain,
+            bitcoind_url,
+            bitcoind_user,
+            bitcoind_password,
+            bitcoind_cookie,
+            bitcoind_poll_interval,
+            bitcoind_timeout,
+            max_job_age,
             chain_difficulty,
             block_time,
             retarget_interval,
@@ -361,6 +420,8 @@ pub struct PoolConfig {
     pub tls_cert: Option<(PathBuf, PathBuf)>,
     pub api: Listen,
     pub data_dir: PathBuf,
+    /// `Some` with `--chain bitcoind`.
+    pub bitcoind: Option<BitcoindConfig>,
     pub chain_difficulty: f64,
     pub block_time: Duration,
     pub retarget_interval: u32,
@@ -380,6 +441,56 @@ pub struct PoolConfig {
     pub log_format: LogFormat,
     pub admin_token: Option<String>,
     pub limits: LimitsConfig,
+}
+
+/// How to reach Bitcoin Core.
+#[derive(Debug, Clone)]
+pub struct BitcoindConfig {
+    pub urls: Vec<String>,
+    pub auth: Auth,
+    pub poll_interval: Duration,
+    pub timeout: Duration,
+    pub max_job_age: Duration,
+}
+
+fn bitcoind(args: &RunArgs) -> anyhow::Result<Option<BitcoindConfig>> {
+    if args.chain.unwrap_or_default() == ChainKind::Embedded {
+        return Ok(None);
+    }
+    let urls = args.bitcoind_url.clone().unwrap_or_default();
+    if urls.is_empty() {
+        bail!("chain = bitcoind needs at least one bitcoind_url (http://HOST:PORT)");
+    }
+    for url in &urls {
+        match reqwest::Url::parse(url) {
+            Ok(parsed) if parsed.scheme() == "http" && parsed.host().is_some() => {}
+            _ => bail!("bitcoind_url: {url:?} is not an http://HOST:PORT URL"),
+        }
+    }
+    let auth = match (
+        &args.bitcoind_user,
+        &args.bitcoind_password,
+        &args.bitcoind_cookie,
+    ) {
+        (Some(user), Some(password), None) => Auth::Password {
+            user: user.clone(),
+            password: password.clone(),
+        },
+        (None, None, Some(cookie)) => Auth::Cookie(cookie.clone()),
+        _ => bail!(
+            "chain = bitcoind needs either bitcoind_user and bitcoind_password, or bitcoind_cookie"
+        ),
+    };
+    if args.payout_address.is_none() {
+        bail!("chain = bitcoind needs a payout_address on the node's network");
+    }
+    Ok(Some(BitcoindConfig {
+        urls,
+        auth,
+        poll_interval: seconds("bitcoind_poll_interval", args.bitcoind_poll_interval, 0.1)?,
+        timeout: seconds("bitcoind_timeout", args.bitcoind_timeout, 10.0)?,
+        max_job_age: seconds("max_job_age", args.max_job_age, 120.0)?,
+    }))
 }
 
 fn listen(name: &str, value: Option<String>, default: &str) -> anyhow::Result<Listen> {
@@ -421,6 +532,7 @@ impl PoolConfig {
             }
             None => args,
         };
+        let bitcoind = bitcoind(&args)?;
         let share_interval = seconds("share_interval", args.share_interval, 10.0)?;
         let min_difficulty = positive("min_difficulty", args.min_difficulty, 1e-12)?;
         let max_difficulty = positive("max_difficulty", args.max_difficulty, 1e15)?;
@@ -452,6 +564,7 @@ impl PoolConfig {
             bail!("retarget_interval must be at least 1 block");
         }
         Ok(PoolConfig {
+            bitcoind,
             stratum_tcp: listen("stratum_tcp", args.stratum_tcp, "0.0.0.0:3333")?,
             stratum_tls: listen("stratum_tls", args.stratum_tls, "0.0.0.0:3334")?,
             tls_cert: args.tls_cert.zip(args.tls_key),
@@ -569,5 +682,55 @@ mod tests {
         };
         let err = format!("{:#}", PoolConfig::resolve(args).unwrap_err());
         assert!(err.contains("nowhere"), "{err}");
+    }
+
+    #[test]
+    fn bitcoind_needs_urls_credentials_and_a_payout_address() {
+        let complete = RunArgs {
+            chain: Some(ChainKind::Bitcoind),
+            bitcoind_url: Some(vec!["http://127.0.0.1:18443".into()]),
+            bitcoind_cookie: Some("/tmp/.cookie".into()),
+            payout_address: Some("bcrt1qk4jfh24av5se4a4tdauzpxd8jah4ah8rgk4gwn".into()),
+            ..RunArgs::default()
+        };
+        let config = PoolConfig::resolve(complete.clone()).unwrap();
+        let bitcoind = config.bitcoind.unwrap();
+        assert_eq!(bitcoind.auth, Auth::Cookie("/tmp/.cookie".into()));
+        assert_eq!(bitcoind.poll_interval, Duration::from_millis(100));
+
+        let broken = [
+            (
+                RunArgs {
+                    bitcoind_url: None,
+                    ..complete.clone()
+                },
+                "bitcoind_url",
+            ),
+            (
+                RunArgs {
+                    bitcoind_url: Some(vec!["127.0.0.1:18443".into()]),
+                    ..complete.clone()
+                },
+                "127.0.0.1:18443",
+            ),
+            (
+                RunArgs {
+                    bitcoind_user: Some("u".into()),
+                    ..complete.clone()
+                },
+                "bitcoind_cookie",
+            ),
+            (
+                RunArgs {
+                    payout_address: None,
+                    ..complete.clone()
+                },
+                "payout_address",
+            ),
+        ];
+        for (args, named) in broken {
+            let err = PoolConfig::resolve(args).unwrap_err().to_string();
+            assert!(err.contains(named), "{err}");
+        }
     }
 }

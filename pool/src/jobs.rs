@@ -92,10 +92,11 @@ impl JobBook {
     }
 
     /// Publishes a job built from `template` to every session. `clean` makes older
-    /// jobs void for miners; it is forced when the template builds a new height.
+    /// jobs void for miners; it is forced when the template builds on a new tip.
     pub fn publish(&self, template: Template) -> Arc<Job> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let new_height = template.height != self.height.load(Ordering::Acquire);
+        let new_height = template.height != self.height.load(Ordering::Acquire)
+            || template.prev_hash != self.announce.borrow().job.template.prev_hash;
         let job = Arc::new(make_job(id, Arc::new(template), new_height));
         {
             let mut jobs = self.jobs.write().unwrap_or_else(|e| e.into_inner());
@@ -117,6 +118,13 @@ impl JobBook {
         self.announce
             .send_replace(announcement(job.clone(), new_height));
         job
+    }
+
+    /// Forgets every job, so shares on them are answered as stale, until the next
+    /// [`JobBook::publish`]: for a job source that lost its node and cannot vouch for
+    /// the tip any more.
+    pub fn retire(&self) {
+        self.jobs.write().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// The job with wire id `id`, if still known.

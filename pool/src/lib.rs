@@ -14,8 +14,9 @@
 //! - [`vardiff`]: per-connection difficulty.
 //! - [`limits`]: connection caps, rate limits, bans, the allow-list.
 //! - [`jobs`]: the job book and the fan-out of jobs.
-//! - [`source`]: the job source (embedded chain) and found blocks.
+//! - [`source`]: the job source (embedded chain or Bitcoin Core) and found blocks.
 //! - [`chain`]: the embedded chain.
+//! - [`bitcoind`]: Bitcoin Core as the job source.
 //! - [`coinbase`]: coinbase transactions with an extranonce slot, block assembly.
 //! - [`accounting`]: per-worker and pool numbers in memory.
 //! - [`store`]: the SQLite store with group commit.
@@ -23,6 +24,7 @@
 
 pub mod accounting;
 pub mod api;
+pub mod bitcoind;
 pub mod chain;
 pub mod cli;
 pub mod coinbase;

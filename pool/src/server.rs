@@ -1,8 +1,9 @@
-//! Starting and stopping the whole pool: store, chain, job book, listeners, API.
+//! Starting and stopping the whole pool: store, job source, job book, listeners, API.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use bitcoin::{Address, Network, ScriptBuf};
@@ -12,14 +13,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::accounting::{now_ms, Accounting};
+use crate::bitcoind::gbt::CoinbaseConfig;
+use crate::bitcoind::rpc::RpcClient;
+use crate::bitcoind::{BitcoindSource, Settings};
 use crate::chain::{ChainParams, EmbeddedChain};
-use crate::config::PoolConfig;
+use crate::config::{BitcoindConfig, PoolConfig};
 use crate::extranonce::Allocator;
 use crate::jobs::JobBook;
 use crate::limits::Guard;
 use crate::listener::{accept_loop, Transport};
 use crate::session::Context;
-use crate::source::{unix_now, EmbeddedSource};
+use crate::source::{unix_now, EmbeddedSource, JobSource};
 use crate::store::{Store, StoreOptions};
 use crate::tls::{CertSource, Tls};
 
@@ -57,6 +61,86 @@ fn payout_script(address: Option<&str>) -> anyhow::Result<ScriptBuf> {
     }
 }
 
+/// The embedded chain, opened from the store (or created), and its first job.
+async fn embedded_source(
+    config: &PoolConfig,
+    store: &Store,
+    accounting: &Arc<Accounting>,
+) -> anyhow::Result<(Arc<JobBook>, JobSource)> {
+    let params = ChainParams {
+        initial_difficulty: config.chain_difficulty,
+        block_time: config.block_time,
+        retarget_interval: config.retarget_interval,
+        payout: payout_script(config.payout_address.as_deref())?,
+        pool_tag: config.pool_tag.as_bytes().to_vec(),
+        extranonce_len: EXTRANONCE1_SIZE + config.extranonce2_size,
+    };
+    let stored = store.chain_blocks().context("reading the stored chain")?;
+    let fresh = stored.is_empty();
+    let chain = EmbeddedChain::open(params, stored).context("opening the embedded chain")?;
+    if fresh {
+        let genesis = bitcoin::consensus::serialize(chain.genesis());
+        store
+            .append_chain_block(0, genesis)
+            .await
+            .context("storing the genesis block")?;
+    }
+    tracing::info!(height = chain.height(), tip = %chain.tip_hash(), difficulty = chain.network_difficulty(), "embedded chain ready");
+    let book = Arc::new(JobBook::new(chain.template(unix_now())));
+    let source = Arc::new(EmbeddedSource {
+        chain: Mutex::new(chain),
+        book: book.clone(),
+        store: store.clone(),
+        accounting: accounting.clone(),
+    });
+    Ok((book, JobSource::Embedded(source)))
+}
+
+/// Bitcoin Core: waits for a node, checks the payout address against its network, and
+/// takes its first template.
+async fn bitcoind_source(
+    config: &PoolConfig,
+    bitcoind: &BitcoindConfig,
+    store: &Store,
+    accounting: &Arc<Accounting>,
+) -> anyhow::Result<(Arc<JobBook>, JobSource)> {
+    // Long polls wake at once for a new block but only every minute or so for mempool
+    // changes, so their timeout must be well above a minute.
+    let long_poll_timeout = bitcoind.timeout.max(Duration::from_secs(180));
+    let rpc = RpcClient::new(
+        bitcoind.urls.clone(),
+        bitcoind.auth.clone(),
+        bitcoind.timeout,
+        long_poll_timeout,
+    );
+    let connected = crate::bitcoind::connect(rpc).await?;
+    let address = config.payout_address.as_deref().unwrap_or_default();
+    let coinbase = CoinbaseConfig {
+        payout: crate::bitcoind::payout_script(address, connected.network)?,
+        pool_tag: config.pool_tag.as_bytes().to_vec(),
+        extranonce_len: EXTRANONCE1_SIZE + config.extranonce2_size,
+    };
+    let first = connected
+        .first
+        .to_template(&coinbase)
+        .context("turning bitcoind's first template into a job")?;
+    let book = Arc::new(JobBook::new(first));
+    let settings = Settings {
+        poll_interval: bitcoind.poll_interval,
+        refresh_interval: config.job_interval,
+        max_job_age: bitcoind.max_job_age,
+    };
+    let source = BitcoindSource::new(
+        connected,
+        coinbase,
+        settings,
+        book.clone(),
+        store.clone(),
+        accounting.clone(),
+    )?;
+    Ok((book, JobSource::Bitcoind(Arc::new(source))))
+}
+
 async fn bind(addr: Option<SocketAddr>, what: &str) -> anyhow::Result<Option<TcpListener>> {
     match addr {
         None => Ok(None),
@@ -78,33 +162,16 @@ impl Pool {
         let store = Store::open(&config.data_dir, StoreOptions::default())
             .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
 
-        let params = ChainParams {
-            initial_difficulty: config.chain_difficulty,
-            block_time: config.block_time,
-            retarget_interval: config.retarget_interval,
-            payout: payout_script(config.payout_address.as_deref())?,
-            pool_tag: config.pool_tag.as_bytes().to_vec(),
-            extranonce_len: EXTRANONCE1_SIZE + config.extranonce2_size,
-        };
-        let stored = store.chain_blocks().context("reading the stored chain")?;
-        let fresh = stored.is_empty();
-        let chain = EmbeddedChain::open(params, stored).context("opening the embedded chain")?;
-        if fresh {
-            let genesis = bitcoin::consensus::serialize(chain.genesis());
-            store
-                .append_chain_block(0, genesis)
-                .await
-                .context("storing the genesis block")?;
-        }
-        tracing::info!(height = chain.height(), tip = %chain.tip_hash(), difficulty = chain.network_difficulty(), "embedded chain ready");
-
         let accounting = Arc::new(Accounting::restore(
             store.worker_totals().context("reading worker totals")?,
             store
                 .shares_since(now_ms() - 3_600_000)
                 .context("reading recent shares")?,
         ));
-        let book = Arc::new(JobBook::new(chain.template(unix_now())));
+        let (book, source) = match &config.bitcoind {
+            None => embedded_source(&config, &store, &accounting).await?,
+            Some(bitcoind) => bitcoind_source(&config, bitcoind, &store, &accounting).await?,
+        };
         let shutdown = CancellationToken::new();
         let (solved_tx, solved_rx) = tokio::sync::mpsc::channel(SOLVED_QUEUE);
         let ctx = Arc::new(Context {
@@ -133,12 +200,6 @@ impl Pool {
                     }
                 }
             }
-        });
-        let source = Arc::new(EmbeddedSource {
-            chain: Mutex::new(chain),
-            book,
-            store,
-            accounting,
         });
         background.spawn(source.run(solved_rx, config.job_interval, shutdown.clone()));
 

@@ -1,6 +1,11 @@
 //! The job source: turns chain templates into jobs and solved shares into blocks.
 //!
-//! The embedded chain is the default (and, for now, only) source. A refresh
+//! [`JobSource`] is the one interface the server starts: sessions, validation and
+//! accounting only see the [`JobBook`] it publishes to and the [`Solved`] blocks they
+//! send it, never which chain it serves. The embedded chain is the default; Bitcoin
+//! Core is the other ([`crate::bitcoind`]).
+//!
+//! On the embedded chain a refresh
 //! timer publishes a non-clean job with a fresh ntime every `job_interval`; a
 //! block found by a miner extends the chain, is persisted, and a clean job for
 //! the next height goes out to every session at once.
@@ -13,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounting::{now_ms, Accounting};
+use crate::bitcoind::BitcoindSource;
 use crate::chain::EmbeddedChain;
 use crate::coinbase::assemble_block;
 use crate::jobs::JobBook;
@@ -23,6 +29,28 @@ use crate::validate::BlockCandidate;
 pub struct Solved {
     pub worker: Arc<str>,
     pub candidate: BlockCandidate,
+}
+
+/// A job source, started the same way whichever chain it serves.
+pub enum JobSource {
+    Embedded(Arc<EmbeddedSource>),
+    Bitcoind(Arc<BitcoindSource>),
+}
+
+impl JobSource {
+    /// Runs until `shutdown`: publishes jobs every `interval` (and on new blocks) and
+    /// takes solved blocks.
+    pub async fn run(
+        self,
+        solved: mpsc::Receiver<Solved>,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) {
+        match self {
+            JobSource::Embedded(source) => source.run(solved, interval, shutdown).await,
+            JobSource::Bitcoind(source) => source.run(solved, shutdown).await,
+        }
+    }
 }
 
 /// The embedded chain as a job source.

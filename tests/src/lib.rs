@@ -1,10 +1,12 @@
 //! Harness for Quarry's end-to-end tests: runs the real `quarry-pool` binary on
 //! loopback ports it picks itself, speaks raw Stratum lines to it over TCP
-//! or TLS, and runs the real `quarry-miner` against it.
+//! or TLS, runs the real `quarry-miner` against it, and stands in for Bitcoin Core
+//! with the replies of a real node.
 
 pub mod client;
 pub mod grind;
 pub mod miner;
+pub mod node;
 pub mod process;
 
 pub use client::Client;

@@ -112,6 +112,26 @@ impl PoolProcess {
         }
     }
 
+    /// Runs the pool as [`PoolProcess::start`] expecting it to fail at start-up, and
+    /// returns what it printed to stderr.
+    pub fn start_error(data_dir: &Path, extra: &[&str]) -> String {
+        let out = Command::new(binary("quarry-pool", "quarry-pool"))
+            .args([
+                "run",
+                "--stratum-tcp",
+                "127.0.0.1:0",
+                "--stratum-tls",
+                "off",
+            ])
+            .args(["--api", "off", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .output()
+            .expect("running quarry-pool");
+        assert!(!out.status.success(), "quarry-pool started: {out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     /// `kill -9`: no chance to flush anything.
     pub fn kill9(mut self) {
         let _ = self.child.kill();

@@ -32,6 +32,7 @@ pub(super) fn mine(params: &ChainParams) -> Result<Block, ChainError> {
         pool_tag: &params.pool_tag,
         extranonce_len: params.extranonce_len,
         witness_commitment: None,
+        lock_to_parent: false,
     })?;
     let raw = parts.with_extranonce(&vec![0; params.extranonce_len]);
     let placeholder = Header {

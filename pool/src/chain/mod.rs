@@ -402,6 +402,7 @@ fn coinbase_spec(params: &ChainParams, height: u64) -> CoinbaseSpec<'_> {
         pool_tag: &params.pool_tag,
         extranonce_len: params.extranonce_len,
         witness_commitment: None,
+        lock_to_parent: false,
     }
 }
 

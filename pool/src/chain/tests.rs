@@ -479,6 +479,7 @@ fn coinbase_at(height: u64, value: Amount, commitment: Option<ScriptBuf>) -> Tra
         pool_tag: b"/quarry-test/",
         extranonce_len: 8,
         witness_commitment: commitment,
+        lock_to_parent: false,
     })
     .unwrap();
     bitcoin::consensus::deserialize(&parts.with_extranonce(&[0; 8])).unwrap()
