@@ -4,13 +4,15 @@
 //! The durable copy lives in the store; this is what the API reads, rebuilt from
 //! the store on start.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
 use quarry_protocol::target::hashrate;
 
 use crate::store::{RejectKind, WorkerTotals};
+use crate::watch::detect::{Evidence, RateEvidence, RECENT_SECONDS};
+use crate::watch::Status;
 
 /// Width of one hashrate bucket.
 const BUCKET_MS: i64 = 10_000;
@@ -19,16 +21,16 @@ const BUCKETS: usize = 360;
 
 /// An f64 in an `AtomicU64`.
 #[derive(Debug, Default)]
-struct AtomicF64(AtomicU64);
+pub(crate) struct AtomicF64(AtomicU64);
 
 impl AtomicF64 {
-    fn load(&self) -> f64 {
+    pub(crate) fn load(&self) -> f64 {
         f64::from_bits(self.0.load(Ordering::Relaxed))
     }
-    fn store(&self, value: f64) {
+    pub(crate) fn store(&self, value: f64) {
         self.0.store(value.to_bits(), Ordering::Relaxed);
     }
-    fn add(&self, value: f64) {
+    pub(crate) fn add(&self, value: f64) {
         let _ = self
             .0
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
@@ -103,6 +105,8 @@ pub struct WorkerStats {
     /// When this process first saw the worker, to avoid under-reporting a young window.
     first_seen_ms: i64,
     window: Mutex<Window>,
+    /// [`Status`] as `u8`, set by the monitor.
+    status: AtomicU8,
 }
 
 /// A snapshot of a worker for the API.
@@ -121,6 +125,8 @@ pub struct WorkerView {
     pub last_share: Option<String>,
     pub sessions: u64,
     pub difficulty: f64,
+    /// `waiting`, `online`, `offline` or `drop` (see [`crate::watch`]).
+    pub status: &'static str,
 }
 
 /// The account of `account.worker` (the whole name when it has no dot).
@@ -143,6 +149,7 @@ impl WorkerStats {
             difficulty: AtomicF64::default(),
             first_seen_ms: now_ms,
             window: Mutex::new(Window::new()),
+            status: AtomicU8::new(Status::Waiting as u8),
         }
     }
 
@@ -181,8 +188,53 @@ impl WorkerStats {
             last_share: (last != i64::MIN).then(|| rfc3339(last)),
             sessions: self.sessions.load(Ordering::Relaxed),
             difficulty: self.difficulty.load(),
+            status: self.status().as_str(),
         }
     }
+
+    /// The status the monitor last gave the worker.
+    pub fn status(&self) -> Status {
+        Status::from_u8(self.status.load(Ordering::Relaxed))
+    }
+
+    /// Sets the worker's status.
+    pub fn set_status(&self, status: Status) {
+        self.status.store(status as u8, Ordering::Relaxed);
+    }
+
+    /// What the monitor needs to judge the worker at `now_ms`.
+    pub fn sample(&self, now_ms: i64) -> Sample {
+        let (hour, recent) = {
+            let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                window.sum(now_ms, 3_600_000),
+                window.sum(now_ms, (RECENT_SECONDS * 1000.0) as i64),
+            )
+        };
+        let span_ms = (now_ms - self.first_seen_ms).clamp(BUCKET_MS, 3_600_000);
+        let difficulty = self.difficulty.load();
+        let last = self.last_share_ms.load(Ordering::Relaxed);
+        Sample {
+            last_share_ms: (last != i64::MIN).then_some(last),
+            evidence: RateEvidence {
+                hour: Evidence::from_work(hour, difficulty, span_ms as f64 / 1000.0),
+                recent: Evidence::from_work(
+                    recent,
+                    difficulty,
+                    (span_ms as f64 / 1000.0).min(RECENT_SECONDS),
+                ),
+            },
+        }
+    }
+}
+
+/// A worker's share evidence at one moment, for [`crate::watch::monitor`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    pub last_share_ms: Option<i64>,
+    /// Shares (at the current difficulty) over the last hour (or since first
+    /// seen) and the last ten minutes.
+    pub evidence: RateEvidence,
 }
 
 /// Formats unix milliseconds as RFC 3339 (UTC).
@@ -209,8 +261,17 @@ pub struct PoolTotals {
     pub accepted: AtomicU64,
     accepted_difficulty: AtomicF64,
     pub rejected: AtomicU64,
+    /// Rejects by [`RejectKind`] as `usize`.
+    rejected_by: [AtomicU64; 5],
     pub sessions: AtomicU64,
     pub blocks: AtomicU64,
+}
+
+impl PoolTotals {
+    /// Rejected shares of one kind.
+    pub fn rejected_of(&self, kind: RejectKind) -> u64 {
+        self.rejected_by[kind as usize].load(Ordering::Relaxed)
+    }
 }
 
 /// All workers' numbers.
@@ -253,6 +314,9 @@ impl Accounting {
                 .totals
                 .rejected
                 .fetch_add(t.rejected.iter().sum(), Ordering::Relaxed);
+            for (slot, value) in accounting.totals.rejected_by.iter().zip(t.rejected) {
+                slot.fetch_add(value, Ordering::Relaxed);
+            }
         }
         for (worker, time_ms, difficulty) in recent {
             let stats = restored(&worker);
@@ -318,6 +382,7 @@ impl Accounting {
     pub fn record_reject(&self, stats: &WorkerStats, kind: RejectKind) {
         stats.rejected[kind as usize].fetch_add(1, Ordering::Relaxed);
         self.totals.rejected.fetch_add(1, Ordering::Relaxed);
+        self.totals.rejected_by[kind as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// A session authorized as this worker.
@@ -348,6 +413,11 @@ impl Accounting {
             .collect();
         views.sort_by(|a, b| a.worker.cmp(&b.worker));
         views
+    }
+
+    /// Every worker's live stats.
+    pub fn all(&self) -> Vec<Arc<WorkerStats>> {
+        self.workers.iter().map(|e| e.value().clone()).collect()
     }
 
     /// A snapshot of one worker.

@@ -32,7 +32,20 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/api/bans/{ip}", delete(remove_ban))
         .route("/api/sessions", get(sessions))
         .route("/api/sessions/{id}/kick", post(kick))
+        .route("/metrics", get(metrics))
         .with_state(ctx)
+}
+
+async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
+    let text = crate::metrics::render(ctx);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 fn error(status: StatusCode, message: String) -> Response {

@@ -18,7 +18,9 @@
 //! - [`chain`]: the embedded chain.
 //! - [`coinbase`]: coinbase transactions with an extranonce slot, block assembly.
 //! - [`accounting`]: per-worker and pool numbers in memory.
+//! - [`metrics`]: Prometheus metrics; process numbers from `/proc/self`.
 //! - [`store`]: the SQLite store with group commit.
+//! - [`watch`]: offline and hashrate-drop detection, the webhook.
 //! - [`api`]: the HTTP API; [`cli`]: the `workers` and `blocks` commands.
 
 pub mod accounting;
@@ -31,6 +33,7 @@ pub mod extranonce;
 pub mod jobs;
 pub mod limits;
 pub mod listener;
+pub mod metrics;
 pub mod run;
 pub mod server;
 pub mod session;
@@ -39,3 +42,4 @@ pub mod store;
 pub mod tls;
 pub mod validate;
 pub mod vardiff;
+pub mod watch;

@@ -18,10 +18,13 @@ use crate::extranonce::Allocator;
 use crate::jobs::JobBook;
 use crate::limits::Guard;
 use crate::listener::{accept_loop, Transport};
+use crate::metrics::Metrics;
 use crate::session::Context;
 use crate::source::{unix_now, EmbeddedSource};
 use crate::store::{Store, StoreOptions};
 use crate::tls::{CertSource, Tls};
+use crate::watch::monitor::Monitor;
+use crate::watch::webhook::Webhook;
 
 /// Extranonce1 size in bytes.
 pub const EXTRANONCE1_SIZE: usize = 4;
@@ -118,6 +121,7 @@ impl Pool {
             next_session: AtomicU64::new(1),
             guard: Guard::new(config.limits.clone()),
             sessions: DashMap::new(),
+            metrics: Arc::new(Metrics::new(config.metrics_per_worker)),
         });
 
         let tracker = TaskTracker::new();
@@ -141,6 +145,12 @@ impl Pool {
             accounting,
         });
         background.spawn(source.run(solved_rx, config.job_interval, shutdown.clone()));
+        let webhook = match &config.watch.webhook {
+            Some(url) => Some(Webhook::start(url.clone()).context("starting the webhook sender")?),
+            None => None,
+        };
+        let monitor = Monitor::new(ctx.accounting.clone(), config.watch.clone(), webhook);
+        background.spawn(monitor.run(shutdown.clone()));
 
         let tls = match config.stratum_tls {
             None => None,

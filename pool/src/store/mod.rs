@@ -565,6 +565,16 @@ impl Store {
         self.inner.counters.snapshot()
     }
 
+    /// Time to apply and commit each batch.
+    pub fn commit_latency(&self) -> &crate::metrics::AtomicHistogram {
+        &self.inner.counters.commit_latency
+    }
+
+    /// Commands in each batch.
+    pub fn batch_sizes(&self) -> &crate::metrics::AtomicHistogram {
+        &self.inner.counters.batch_sizes
+    }
+
     /// Queues a command and waits for its commit.
     async fn request(
         &self,

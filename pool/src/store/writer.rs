@@ -6,6 +6,7 @@
 //! transaction fails, the transaction rolls back and every waiter of the batch gets the error,
 //! so no waiter is ever told "committed" for a row that is not on disk.
 
+use crate::metrics::histogram::{self, AtomicHistogram};
 use std::collections::HashMap;
 use std::mem;
 use std::path::PathBuf;
@@ -92,13 +93,28 @@ impl Rejects {
 }
 
 /// Counters behind [`super::Store::stats`].
-#[derive(Default)]
 pub(super) struct Counters {
     commits: AtomicU64,
     failed_commits: AtomicU64,
     shares: AtomicU64,
     last_batch: AtomicU64,
     commit_nanos: AtomicU64,
+    pub(super) commit_latency: AtomicHistogram,
+    pub(super) batch_sizes: AtomicHistogram,
+}
+
+impl Default for Counters {
+    fn default() -> Counters {
+        Counters {
+            commits: AtomicU64::new(0),
+            failed_commits: AtomicU64::new(0),
+            shares: AtomicU64::new(0),
+            last_batch: AtomicU64::new(0),
+            commit_nanos: AtomicU64::new(0),
+            commit_latency: AtomicHistogram::new(histogram::LATENCY_SECONDS),
+            batch_sizes: AtomicHistogram::new(histogram::SIZES),
+        }
+    }
 }
 
 impl Counters {
@@ -294,6 +310,8 @@ impl Writer {
             Ordering::Relaxed,
         );
         counters.last_batch.store(batch, Ordering::Relaxed);
+        counters.commit_latency.observe_duration(elapsed);
+        counters.batch_sizes.observe(batch as f64);
         match result {
             Ok(()) => {
                 counters.commits.fetch_add(1, Ordering::Relaxed);
