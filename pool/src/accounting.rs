@@ -46,10 +46,11 @@ impl AtomicF64 {
     }
 }
 
-/// Accepted difficulty per 10-second bucket over the last hour.
+/// Accepted difficulty and shares per 10-second bucket over the last hour.
 #[derive(Debug)]
 struct Window {
     buckets: Box<[f64; BUCKETS]>,
+    counts: Box<[u32; BUCKETS]>,
     /// Index (time / BUCKET_MS) of the newest bucket written.
     newest: i64,
 }
@@ -58,6 +59,7 @@ impl Window {
     fn new() -> Window {
         Window {
             buckets: Box::new([0.0; BUCKETS]),
+            counts: Box::new([0; BUCKETS]),
             newest: 0,
         }
     }
@@ -69,6 +71,7 @@ impl Window {
         let gap = (index - self.newest).min(BUCKETS as i64);
         for i in 1..=gap {
             self.buckets[((self.newest + i) as usize) % BUCKETS] = 0.0;
+            self.counts[((self.newest + i) as usize) % BUCKETS] = 0;
         }
         self.newest = index;
     }
@@ -78,6 +81,7 @@ impl Window {
         self.advance(index);
         if self.newest - index < BUCKETS as i64 {
             self.buckets[(index as usize) % BUCKETS] += difficulty;
+            self.counts[(index as usize) % BUCKETS] += 1;
         }
     }
 
@@ -88,6 +92,27 @@ impl Window {
         (0..count)
             .map(|back| self.buckets[((self.newest - back).rem_euclid(BUCKETS as i64)) as usize])
             .sum()
+    }
+}
+
+impl Window {
+    /// Accepted difficulty and shares in `[start_ms, start_ms + span_ms)`, as far as
+    /// the window still holds it (whole buckets; `now_ms` ages the window first).
+    fn range(&mut self, now_ms: i64, start_ms: i64, span_ms: i64) -> (f64, u64) {
+        self.advance(now_ms.div_euclid(BUCKET_MS));
+        let first = start_ms
+            .div_euclid(BUCKET_MS)
+            .max(self.newest - BUCKETS as i64 + 1);
+        let last = (start_ms + span_ms - 1)
+            .div_euclid(BUCKET_MS)
+            .min(self.newest);
+        (first..=last).fold((0.0, 0), |(work, shares), index| {
+            let slot = index.rem_euclid(BUCKETS as i64) as usize;
+            (
+                work + self.buckets[slot],
+                shares + u64::from(self.counts[slot]),
+            )
+        })
     }
 }
 
@@ -190,6 +215,14 @@ impl WorkerStats {
             difficulty: self.difficulty.load(),
             status: self.status().as_str(),
         }
+    }
+
+    /// Accepted difficulty and shares in `[start_ms, start_ms + span_ms)` (last hour only).
+    pub fn work_in(&self, now_ms: i64, start_ms: i64, span_ms: i64) -> (f64, u64) {
+        self.window
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .range(now_ms, start_ms, span_ms)
     }
 
     /// The status the monitor last gave the worker.
@@ -438,6 +471,12 @@ impl Accounting {
         hashrate(sum, observed as f64 / 1000.0)
     }
 
+    /// Pool-wide accepted difficulty and shares in `[start_ms, start_ms + span_ms)`
+    /// (last hour only).
+    pub fn pool_work_in(&self, now_ms: i64, start_ms: i64, span_ms: i64) -> (f64, u64) {
+        self.pool_window(|w| w.range(now_ms, start_ms, span_ms))
+    }
+
     /// Total accepted difficulty.
     pub fn accepted_difficulty(&self) -> f64 {
         self.totals.accepted_difficulty.load()
@@ -479,8 +518,14 @@ mod tests {
         assert_eq!(window.sum(now, 60_000), 1.0);
         assert_eq!(window.sum(now, 600_000), 3.0);
         assert_eq!(window.sum(now, 3_600_000), 8.0);
+        assert_eq!(window.range(now, now - 120_000, 60_000), (2.0, 1));
+        assert_eq!(window.range(now, now - 3_600_000, 3_600_000), (8.0, 3));
         // Far in the future everything has aged out.
         assert_eq!(window.sum(now + 4_000_000, 3_600_000), 0.0);
+        assert_eq!(
+            window.range(now + 4_000_000, now - 120_000, 60_000),
+            (0.0, 0)
+        );
     }
 
     #[test]

@@ -20,7 +20,9 @@
 //! - [`accounting`]: per-worker and pool numbers in memory.
 //! - [`metrics`]: Prometheus metrics; process numbers from `/proc/self`.
 //! - [`store`]: the SQLite store with group commit.
+//! - [`history`]: hashrate history per minute, written to the store.
 //! - [`watch`]: offline and hashrate-drop detection, the webhook.
+//! - [`dashboard`]: the operator's web page at `/`, embedded.
 //! - [`api`]: the HTTP API; [`cli`]: the `workers` and `blocks` commands.
 
 pub mod accounting;
@@ -29,7 +31,9 @@ pub mod chain;
 pub mod cli;
 pub mod coinbase;
 pub mod config;
+pub mod dashboard;
 pub mod extranonce;
+pub mod history;
 pub mod jobs;
 pub mod limits;
 pub mod listener;

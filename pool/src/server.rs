@@ -15,6 +15,7 @@ use crate::accounting::{now_ms, Accounting};
 use crate::chain::{ChainParams, EmbeddedChain};
 use crate::config::PoolConfig;
 use crate::extranonce::Allocator;
+use crate::history::HistoryWriter;
 use crate::jobs::JobBook;
 use crate::limits::Guard;
 use crate::listener::{accept_loop, Transport};
@@ -149,6 +150,8 @@ impl Pool {
             Some(url) => Some(Webhook::start(url.clone()).context("starting the webhook sender")?),
             None => None,
         };
+        let history = HistoryWriter::new(ctx.accounting.clone(), ctx.store.clone(), now_ms());
+        background.spawn(history.run(shutdown.clone()));
         let monitor = Monitor::new(ctx.accounting.clone(), config.watch.clone(), webhook);
         background.spawn(monitor.run(shutdown.clone()));
 

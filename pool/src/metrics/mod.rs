@@ -26,6 +26,7 @@ pub use histogram::AtomicHistogram;
 use crate::limits::Refusal;
 use crate::session::Context;
 use crate::store::RejectKind;
+use crate::watch::Status;
 
 /// Upper bounds of the share-difficulty distribution: powers of ten.
 const DIFFICULTY_BOUNDS: &[f64] = &[
@@ -396,11 +397,22 @@ impl prometheus_client::collector::Collector for Scrape {
             MetricType::Histogram,
         )?
         .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
-        gauge(
+        let by_status: Vec<([(&str, &str); 1], f64)> = Status::ALL
+            .iter()
+            .map(|status| {
+                let n = workers
+                    .iter()
+                    .filter(|w| w.status == status.as_str())
+                    .count();
+                ([("status", status.as_str())], n as f64)
+            })
+            .collect();
+        family(
             &mut enc,
             "quarry_workers",
-            "Workers known to the pool.",
-            workers.len() as f64,
+            "Workers known to the pool, by status (offline and drop are flags).",
+            MetricType::Gauge,
+            &by_status,
         )?;
 
         if metrics.per_worker {

@@ -19,6 +19,7 @@ use bitcoin::BlockHash;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
+use super::history::{self, HistoryRow};
 use super::{AcceptedShare, FoundBlock, RejectKind, StoreError, StoreStats};
 
 /// Answers a command once its transaction has committed (or failed).
@@ -30,6 +31,8 @@ pub(super) enum Command {
     Block(FoundBlock, Done),
     BlockStatus(BlockHash, String, Done),
     ChainBlock(u64, Vec<u8>, Done),
+    /// Minutes of hashrate history, and the time that ages old buckets.
+    History(Vec<HistoryRow>, i64, Done),
     /// Rejects are waiting in the shared [`Rejects`] and the queue may be empty.
     Wake,
     /// Stop accepting, commit everything queued, then answer.
@@ -42,6 +45,7 @@ enum Op {
     Block(FoundBlock),
     BlockStatus(BlockHash, String),
     ChainBlock(u64, Vec<u8>),
+    History(Vec<HistoryRow>, i64),
 }
 
 /// Reject counts not yet committed, shared with [`super::Store::record_reject`].
@@ -249,6 +253,7 @@ impl Writer {
                         (Op::BlockStatus(hash, status), done)
                     }
                     Command::ChainBlock(height, raw, done) => (Op::ChainBlock(height, raw), done),
+                    Command::History(rows, now_ms, done) => (Op::History(rows, now_ms), done),
                     Command::Wake => continue,
                     Command::Close(done) => {
                         // Refuses new commands; the ones already queued are still received.
@@ -421,6 +426,10 @@ fn apply(
                 Op::BlockStatus(hash, status) => set_block_status(&tx, hash, status)?,
                 Op::ChainBlock(height, raw) => {
                     append_chain(&tx, &mut cache.chain_next, *height, raw)?
+                }
+                Op::History(rows, now_ms) => {
+                    history::apply(&tx, rows, *now_ms)?;
+                    None
                 }
             };
             outcomes.push(outcome);
