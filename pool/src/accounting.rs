@@ -4,13 +4,15 @@
 //! The durable copy lives in the store; this is what the API reads, rebuilt from
 //! the store on start.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
 use quarry_protocol::target::hashrate;
 
 use crate::store::{RejectKind, WorkerTotals};
+use crate::watch::detect::{Evidence, RateEvidence, RECENT_SECONDS};
+use crate::watch::Status;
 
 /// Width of one hashrate bucket.
 const BUCKET_MS: i64 = 10_000;
@@ -19,16 +21,16 @@ const BUCKETS: usize = 360;
 
 /// An f64 in an `AtomicU64`.
 #[derive(Debug, Default)]
-struct AtomicF64(AtomicU64);
+pub(crate) struct AtomicF64(AtomicU64);
 
 impl AtomicF64 {
-    fn load(&self) -> f64 {
+    pub(crate) fn load(&self) -> f64 {
         f64::from_bits(self.0.load(Ordering::Relaxed))
     }
-    fn store(&self, value: f64) {
+    pub(crate) fn store(&self, value: f64) {
         self.0.store(value.to_bits(), Ordering::Relaxed);
     }
-    fn add(&self, value: f64) {
+    pub(crate) fn add(&self, value: f64) {
         let _ = self
             .0
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
@@ -44,10 +46,11 @@ impl AtomicF64 {
     }
 }
 
-/// Accepted difficulty per 10-second bucket over the last hour.
+/// Accepted difficulty and shares per 10-second bucket over the last hour.
 #[derive(Debug)]
 struct Window {
     buckets: Box<[f64; BUCKETS]>,
+    counts: Box<[u32; BUCKETS]>,
     /// Index (time / BUCKET_MS) of the newest bucket written.
     newest: i64,
 }
@@ -56,6 +59,7 @@ impl Window {
     fn new() -> Window {
         Window {
             buckets: Box::new([0.0; BUCKETS]),
+            counts: Box::new([0; BUCKETS]),
             newest: 0,
         }
     }
@@ -67,6 +71,7 @@ impl Window {
         let gap = (index - self.newest).min(BUCKETS as i64);
         for i in 1..=gap {
             self.buckets[((self.newest + i) as usize) % BUCKETS] = 0.0;
+            self.counts[((self.newest + i) as usize) % BUCKETS] = 0;
         }
         self.newest = index;
     }
@@ -76,6 +81,7 @@ impl Window {
         self.advance(index);
         if self.newest - index < BUCKETS as i64 {
             self.buckets[(index as usize) % BUCKETS] += difficulty;
+            self.counts[(index as usize) % BUCKETS] += 1;
         }
     }
 
@@ -86,6 +92,27 @@ impl Window {
         (0..count)
             .map(|back| self.buckets[((self.newest - back).rem_euclid(BUCKETS as i64)) as usize])
             .sum()
+    }
+}
+
+impl Window {
+    /// Accepted difficulty and shares in `[start_ms, start_ms + span_ms)`, as far as
+    /// the window still holds it (whole buckets; `now_ms` ages the window first).
+    fn range(&mut self, now_ms: i64, start_ms: i64, span_ms: i64) -> (f64, u64) {
+        self.advance(now_ms.div_euclid(BUCKET_MS));
+        let first = start_ms
+            .div_euclid(BUCKET_MS)
+            .max(self.newest - BUCKETS as i64 + 1);
+        let last = (start_ms + span_ms - 1)
+            .div_euclid(BUCKET_MS)
+            .min(self.newest);
+        (first..=last).fold((0.0, 0), |(work, shares), index| {
+            let slot = index.rem_euclid(BUCKETS as i64) as usize;
+            (
+                work + self.buckets[slot],
+                shares + u64::from(self.counts[slot]),
+            )
+        })
     }
 }
 
@@ -103,6 +130,8 @@ pub struct WorkerStats {
     /// When this process first saw the worker, to avoid under-reporting a young window.
     first_seen_ms: i64,
     window: Mutex<Window>,
+    /// [`Status`] as `u8`, set by the monitor.
+    status: AtomicU8,
 }
 
 /// A snapshot of a worker for the API.
@@ -121,6 +150,8 @@ pub struct WorkerView {
     pub last_share: Option<String>,
     pub sessions: u64,
     pub difficulty: f64,
+    /// `waiting`, `online`, `offline` or `drop` (see [`crate::watch`]).
+    pub status: &'static str,
 }
 
 /// The account of `account.worker` (the whole name when it has no dot).
@@ -143,6 +174,7 @@ impl WorkerStats {
             difficulty: AtomicF64::default(),
             first_seen_ms: now_ms,
             window: Mutex::new(Window::new()),
+            status: AtomicU8::new(Status::Waiting as u8),
         }
     }
 
@@ -181,8 +213,61 @@ impl WorkerStats {
             last_share: (last != i64::MIN).then(|| rfc3339(last)),
             sessions: self.sessions.load(Ordering::Relaxed),
             difficulty: self.difficulty.load(),
+            status: self.status().as_str(),
         }
     }
+
+    /// Accepted difficulty and shares in `[start_ms, start_ms + span_ms)` (last hour only).
+    pub fn work_in(&self, now_ms: i64, start_ms: i64, span_ms: i64) -> (f64, u64) {
+        self.window
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .range(now_ms, start_ms, span_ms)
+    }
+
+    /// The status the monitor last gave the worker.
+    pub fn status(&self) -> Status {
+        Status::from_u8(self.status.load(Ordering::Relaxed))
+    }
+
+    /// Sets the worker's status.
+    pub fn set_status(&self, status: Status) {
+        self.status.store(status as u8, Ordering::Relaxed);
+    }
+
+    /// What the monitor needs to judge the worker at `now_ms`.
+    pub fn sample(&self, now_ms: i64) -> Sample {
+        let (hour, recent) = {
+            let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                window.sum(now_ms, 3_600_000),
+                window.sum(now_ms, (RECENT_SECONDS * 1000.0) as i64),
+            )
+        };
+        let span_ms = (now_ms - self.first_seen_ms).clamp(BUCKET_MS, 3_600_000);
+        let difficulty = self.difficulty.load();
+        let last = self.last_share_ms.load(Ordering::Relaxed);
+        Sample {
+            last_share_ms: (last != i64::MIN).then_some(last),
+            evidence: RateEvidence {
+                hour: Evidence::from_work(hour, difficulty, span_ms as f64 / 1000.0),
+                recent: Evidence::from_work(
+                    recent,
+                    difficulty,
+                    (span_ms as f64 / 1000.0).min(RECENT_SECONDS),
+                ),
+            },
+        }
+    }
+}
+
+/// A worker's share evidence at one moment, for [`crate::watch::monitor`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    pub last_share_ms: Option<i64>,
+    /// Shares (at the current difficulty) over the last hour (or since first
+    /// seen) and the last ten minutes.
+    pub evidence: RateEvidence,
 }
 
 /// Formats unix milliseconds as RFC 3339 (UTC).
@@ -209,6 +294,8 @@ pub struct PoolTotals {
     pub accepted: AtomicU64,
     accepted_difficulty: AtomicF64,
     pub rejected: AtomicU64,
+    /// Rejects by [`RejectKind`] as `usize`.
+    rejected_by: [AtomicU64; 5],
     pub sessions: AtomicU64,
     pub blocks: AtomicU64,
     /// What the node answered to `submitblock`, for metrics.
@@ -226,6 +313,13 @@ pub struct BlockSubmissions {
     pub failed: AtomicU64,
     /// Accepted, later found off the best chain.
     pub orphaned: AtomicU64,
+}
+
+impl PoolTotals {
+    /// Rejected shares of one kind.
+    pub fn rejected_of(&self, kind: RejectKind) -> u64 {
+        self.rejected_by[kind as usize].load(Ordering::Relaxed)
+    }
 }
 
 /// All workers' numbers.
@@ -268,6 +362,9 @@ impl Accounting {
                 .totals
                 .rejected
                 .fetch_add(t.rejected.iter().sum(), Ordering::Relaxed);
+            for (slot, value) in accounting.totals.rejected_by.iter().zip(t.rejected) {
+                slot.fetch_add(value, Ordering::Relaxed);
+            }
         }
         for (worker, time_ms, difficulty) in recent {
             let stats = restored(&worker);
@@ -333,6 +430,7 @@ impl Accounting {
     pub fn record_reject(&self, stats: &WorkerStats, kind: RejectKind) {
         stats.rejected[kind as usize].fetch_add(1, Ordering::Relaxed);
         self.totals.rejected.fetch_add(1, Ordering::Relaxed);
+        self.totals.rejected_by[kind as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// A session authorized as this worker.
@@ -365,6 +463,11 @@ impl Accounting {
         views
     }
 
+    /// Every worker's live stats.
+    pub fn all(&self) -> Vec<Arc<WorkerStats>> {
+        self.workers.iter().map(|e| e.value().clone()).collect()
+    }
+
     /// A snapshot of one worker.
     pub fn worker_view(&self, worker: &str) -> Option<WorkerView> {
         self.workers.get(worker).map(|s| s.view(now_ms()))
@@ -381,6 +484,12 @@ impl Accounting {
             (now - started).clamp(BUCKET_MS, span_ms)
         };
         hashrate(sum, observed as f64 / 1000.0)
+    }
+
+    /// Pool-wide accepted difficulty and shares in `[start_ms, start_ms + span_ms)`
+    /// (last hour only).
+    pub fn pool_work_in(&self, now_ms: i64, start_ms: i64, span_ms: i64) -> (f64, u64) {
+        self.pool_window(|w| w.range(now_ms, start_ms, span_ms))
     }
 
     /// Total accepted difficulty.
@@ -424,8 +533,14 @@ mod tests {
         assert_eq!(window.sum(now, 60_000), 1.0);
         assert_eq!(window.sum(now, 600_000), 3.0);
         assert_eq!(window.sum(now, 3_600_000), 8.0);
+        assert_eq!(window.range(now, now - 120_000, 60_000), (2.0, 1));
+        assert_eq!(window.range(now, now - 3_600_000, 3_600_000), (8.0, 3));
         // Far in the future everything has aged out.
         assert_eq!(window.sum(now + 4_000_000, 3_600_000), 0.0);
+        assert_eq!(
+            window.range(now + 4_000_000, now - 120_000, 60_000),
+            (0.0, 0)
+        );
     }
 
     #[test]

@@ -18,8 +18,10 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use subtle::ConstantTimeEq;
 
-use crate::accounting::rfc3339;
+use crate::accounting::{now_ms, rfc3339};
+use crate::history::Range;
 use crate::session::Context;
+use crate::store::history::Scope;
 
 /// The API routes.
 pub fn router(ctx: Arc<Context>) -> Router {
@@ -32,7 +34,97 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/api/bans/{ip}", delete(remove_ban))
         .route("/api/sessions", get(sessions))
         .route("/api/sessions/{id}/kick", post(kick))
+        .route("/metrics", get(metrics))
+        .route("/api/workers/{worker}/history", get(worker_history))
+        .route("/api/accounts/{account}/history", get(account_history))
+        .route("/api/pool/history", get(pool_history))
+        .route("/api/blocks/{hash}/raw", get(raw_block))
+        .merge(crate::dashboard::router())
         .with_state(ctx)
+}
+
+async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
+    let text = crate::metrics::render(ctx);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    range: Option<String>,
+}
+
+async fn history(ctx: Arc<Context>, scope: Scope, name: String, query: HistoryQuery) -> Response {
+    let text = query.range.unwrap_or_else(|| "1h".to_owned());
+    let Some(range) = Range::parse(&text) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("range {text:?} is not one of 1h, 24h, 7d, 30d"),
+        );
+    };
+    let read = tokio::task::spawn_blocking(move || {
+        crate::history::read(&ctx.accounting, &ctx.store, scope, &name, range, now_ms())
+    })
+    .await;
+    match read {
+        Ok(Ok(points)) => Json(json!({
+            "range": text,
+            "step_seconds": range.step_ms / 1000,
+            "points": points,
+        }))
+        .into_response(),
+        Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+    }
+}
+
+async fn worker_history(
+    State(ctx): State<Arc<Context>>,
+    Path(name): Path<String>,
+    Query(query): Query<HistoryQuery>,
+) -> Response {
+    if !ctx.accounting.knows(&name) {
+        return error(StatusCode::NOT_FOUND, format!("no worker named {name:?}"));
+    }
+    history(ctx, Scope::Worker, name, query).await
+}
+
+async fn account_history(
+    State(ctx): State<Arc<Context>>,
+    Path(name): Path<String>,
+    Query(query): Query<HistoryQuery>,
+) -> Response {
+    history(ctx, Scope::Account, name, query).await
+}
+
+async fn pool_history(
+    State(ctx): State<Arc<Context>>,
+    Query(query): Query<HistoryQuery>,
+) -> Response {
+    history(ctx, Scope::Pool, String::new(), query).await
+}
+
+/// The found block's raw bytes as hex, for resubmitting or inspecting.
+async fn raw_block(State(ctx): State<Arc<Context>>, Path(hash): Path<String>) -> Response {
+    let Ok(parsed) = hash.parse::<bitcoin::BlockHash>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{hash:?} is not a block hash"),
+        );
+    };
+    let store = ctx.store.clone();
+    match tokio::task::spawn_blocking(move || store.block(parsed)).await {
+        Ok(Ok(Some(block))) => hex::encode(block.raw).into_response(),
+        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, format!("no found block {hash}")),
+        Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+    }
 }
 
 fn error(status: StatusCode, message: String) -> Response {

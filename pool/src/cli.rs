@@ -80,6 +80,7 @@ pub fn workers(args: &WorkersArgs) -> anyhow::Result<String> {
         "BEST",
         "LAST SHARE",
         "SESSIONS",
+        "STATUS",
     ];
     let rows: Vec<Vec<String>> = workers
         .iter()
@@ -97,6 +98,7 @@ pub fn workers(args: &WorkersArgs) -> anyhow::Result<String> {
                     .as_str()
                     .map_or("never".to_owned(), |t| ago(t, now)),
                 w["sessions"].as_u64().unwrap_or(0).to_string(),
+                w["status"].as_str().unwrap_or("?").to_owned(),
             ]
         })
         .collect();

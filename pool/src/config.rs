@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::bitcoind::rpc::Auth;
 use crate::limits::LimitsConfig;
+use crate::watch::WatchConfig;
 
 /// Command line of `quarry-pool`.
 #[derive(Debug, Parser)]
@@ -203,6 +204,10 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub limits: LimitsArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+    #[command(flatten)]
+    pub watch: WatchArgs,
 }
 
 /// The `[limits]` section: protection for a public host.
@@ -360,6 +365,77 @@ impl LimitsArgs {
     }
 }
 
+/// The `[metrics]` section.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsArgs {
+    /// Per-worker series at /metrics (one set per worker: mind big pools) [default: false].
+    #[arg(
+        long = "metrics-per-worker",
+        id = "metrics_per_worker",
+        env = "QUARRY_POOL_METRICS_PER_WORKER",
+        value_name = "BOOL"
+    )]
+    pub per_worker: Option<bool>,
+}
+
+/// The `[watch]` section: offline and hashrate-drop detection, and their webhook.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchArgs {
+    /// Chance that a healthy worker is flagged, per flag decision [default: 1e-4].
+    #[arg(long, env = "QUARRY_POOL_FALSE_ALARM", value_name = "PROBABILITY")]
+    pub false_alarm: Option<f64>,
+    /// A drop is a 10-minute hashrate below this fraction of the 1-hour one [default: 0.5].
+    #[arg(long, env = "QUARRY_POOL_DROP_FRACTION", value_name = "FRACTION")]
+    pub drop_fraction: Option<f64>,
+    /// Seconds between checks of every worker [default: 5].
+    #[arg(long, env = "QUARRY_POOL_CHECK_INTERVAL", value_name = "SECONDS")]
+    pub check_interval: Option<f64>,
+    /// URL that receives worker status changes as JSON POSTs [default: none].
+    #[arg(long, env = "QUARRY_POOL_WEBHOOK", value_name = "URL")]
+    pub webhook: Option<String>,
+}
+
+impl WatchArgs {
+    fn or(self, file: WatchArgs) -> WatchArgs {
+        WatchArgs {
+            false_alarm: self.false_alarm.or(file.false_alarm),
+            drop_fraction: self.drop_fraction.or(file.drop_fraction),
+            check_interval: self.check_interval.or(file.check_interval),
+            webhook: self.webhook.or(file.webhook),
+        }
+    }
+
+    fn resolve(self) -> anyhow::Result<WatchConfig> {
+        let d = WatchConfig::default();
+        let false_alarm = self.false_alarm.unwrap_or(d.false_alarm);
+        if !(false_alarm > 0.0 && false_alarm < 0.5) {
+            bail!("watch.false_alarm: {false_alarm} must be a probability between 0 and 0.5");
+        }
+        let drop_fraction = self.drop_fraction.unwrap_or(d.drop_fraction);
+        if !(drop_fraction > 0.0 && drop_fraction < 1.0) {
+            bail!("watch.drop_fraction: {drop_fraction} must be between 0 and 1");
+        }
+        let webhook = self.webhook.filter(|url| !url.is_empty());
+        if let Some(url) = &webhook {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("watch.webhook: {url:?} is not an http:// or https:// URL");
+            }
+        }
+        Ok(WatchConfig {
+            false_alarm,
+            drop_fraction,
+            check_interval: seconds(
+                "watch.check_interval",
+                self.check_interval,
+                d.check_interval.as_secs_f64(),
+            )?,
+            webhook,
+        })
+    }
+}
+
 impl RunArgs {
     /// Fills every option still unset from `file`.
     fn or(self, file: RunArgs) -> RunArgs {
@@ -368,6 +444,10 @@ impl RunArgs {
                 RunArgs {
                     config: self.config,
                     limits: self.limits.or(file.limits),
+                    metrics: MetricsArgs {
+                        per_worker: self.metrics.per_worker.or(file.metrics.per_worker),
+                    },
+                    watch: self.watch.or(file.watch),
                     $($field: self.$field.or(file.$field),)*
                 }
             };
@@ -441,6 +521,9 @@ pub struct PoolConfig {
     pub log_format: LogFormat,
     pub admin_token: Option<String>,
     pub limits: LimitsConfig,
+    /// Per-worker series at `/metrics`.
+    pub metrics_per_worker: bool,
+    pub watch: WatchConfig,
 }
 
 /// How to reach Bitcoin Core.
@@ -596,6 +679,8 @@ impl PoolConfig {
             log_format: args.log_format.unwrap_or_default(),
             admin_token: args.admin_token.filter(|t| !t.is_empty()),
             limits: args.limits.resolve()?,
+            metrics_per_worker: args.metrics.per_worker.unwrap_or(false),
+            watch: args.watch.resolve()?,
         })
     }
 }

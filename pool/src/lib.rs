@@ -19,7 +19,11 @@
 //! - [`bitcoind`]: Bitcoin Core as the job source.
 //! - [`coinbase`]: coinbase transactions with an extranonce slot, block assembly.
 //! - [`accounting`]: per-worker and pool numbers in memory.
+//! - [`metrics`]: Prometheus metrics; process numbers from `/proc/self`.
 //! - [`store`]: the SQLite store with group commit.
+//! - [`history`]: hashrate history per minute, written to the store.
+//! - [`watch`]: offline and hashrate-drop detection, the webhook.
+//! - [`dashboard`]: the operator's web page at `/`, embedded.
 //! - [`api`]: the HTTP API; [`cli`]: the `workers` and `blocks` commands.
 
 pub mod accounting;
@@ -29,10 +33,13 @@ pub mod chain;
 pub mod cli;
 pub mod coinbase;
 pub mod config;
+pub mod dashboard;
 pub mod extranonce;
+pub mod history;
 pub mod jobs;
 pub mod limits;
 pub mod listener;
+pub mod metrics;
 pub mod run;
 pub mod server;
 pub mod session;
@@ -41,3 +48,4 @@ pub mod store;
 pub mod tls;
 pub mod validate;
 pub mod vardiff;
+pub mod watch;

@@ -5,6 +5,7 @@
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -93,6 +94,8 @@ pub struct Guard {
     per_ip: DashMap<IpAddr, u32>,
     slots: Arc<Semaphore>,
     bans: DashMap<IpAddr, Ban>,
+    /// Bans made since start, for metrics.
+    bans_made: AtomicU64,
     last_full_log: Mutex<Option<Instant>>,
 }
 
@@ -131,6 +134,7 @@ impl Guard {
             slots: Arc::new(Semaphore::new(config.max_connections)),
             per_ip: DashMap::new(),
             bans: DashMap::new(),
+            bans_made: AtomicU64::new(0),
             last_full_log: Mutex::new(None),
             config,
         })
@@ -221,6 +225,7 @@ impl Guard {
         }
         let until = SystemTime::now() + duration;
         tracing::warn!(%ip, reason, seconds = duration.as_secs(), "banned");
+        self.bans_made.fetch_add(1, Ordering::Relaxed);
         self.bans.insert(
             ip,
             Ban {
@@ -229,6 +234,11 @@ impl Guard {
             },
         );
         true
+    }
+
+    /// Bans made since start.
+    pub fn bans_made(&self) -> u64 {
+        self.bans_made.load(Ordering::Relaxed)
     }
 
     /// Lifts the ban of `ip`; whether there was one.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
+use crate::metrics::Listener;
 use crate::session::{serve, Context};
 use crate::tls::Tls;
 
@@ -53,6 +54,7 @@ pub async fn accept_loop(
         let admission = match ctx.guard.admit(peer.ip(), slot) {
             Ok(admission) => admission,
             Err(refusal) => {
+                ctx.metrics.refused(&refusal);
                 tracing::debug!(%peer, %refusal, "connection refused");
                 continue;
             }
@@ -61,6 +63,7 @@ pub async fn accept_loop(
         let ctx = ctx.clone();
         match &transport {
             Transport::Plain => {
+                ctx.metrics.connection(Listener::Tcp);
                 tracker.spawn(async move {
                     let _admission = admission;
                     serve(stream, peer, ctx).await;
@@ -69,12 +72,22 @@ pub async fn accept_loop(
             Transport::Tls(tls) => {
                 let acceptor = tls.acceptor();
                 let timeout = ctx.config.handshake_timeout;
+                ctx.metrics.connection(Listener::Tls);
                 tracker.spawn(async move {
                     let _admission = admission;
                     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => serve(stream, peer, ctx).await,
-                        Ok(Err(err)) => tracing::debug!(%peer, %err, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        Ok(Ok(stream)) => {
+                            ctx.metrics.tls_handshake(Ok(()));
+                            serve(stream, peer, ctx).await;
+                        }
+                        Ok(Err(err)) => {
+                            ctx.metrics.tls_handshake(Err(false));
+                            tracing::debug!(%peer, %err, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            ctx.metrics.tls_handshake(Err(true));
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                        }
                     }
                 });
             }

@@ -19,13 +19,17 @@ use crate::bitcoind::{BitcoindSource, Settings};
 use crate::chain::{ChainParams, EmbeddedChain};
 use crate::config::{BitcoindConfig, PoolConfig};
 use crate::extranonce::Allocator;
+use crate::history::HistoryWriter;
 use crate::jobs::JobBook;
 use crate::limits::Guard;
 use crate::listener::{accept_loop, Transport};
+use crate::metrics::Metrics;
 use crate::session::Context;
 use crate::source::{unix_now, EmbeddedSource, JobSource};
 use crate::store::{Store, StoreOptions};
 use crate::tls::{CertSource, Tls};
+use crate::watch::monitor::Monitor;
+use crate::watch::webhook::Webhook;
 
 /// Extranonce1 size in bytes.
 pub const EXTRANONCE1_SIZE: usize = 4;
@@ -185,6 +189,7 @@ impl Pool {
             next_session: AtomicU64::new(1),
             guard: Guard::new(config.limits.clone()),
             sessions: DashMap::new(),
+            metrics: Arc::new(Metrics::new(config.metrics_per_worker)),
         });
 
         let tracker = TaskTracker::new();
@@ -202,6 +207,14 @@ impl Pool {
             }
         });
         background.spawn(source.run(solved_rx, config.job_interval, shutdown.clone()));
+        let webhook = match &config.watch.webhook {
+            Some(url) => Some(Webhook::start(url.clone()).context("starting the webhook sender")?),
+            None => None,
+        };
+        let history = HistoryWriter::new(ctx.accounting.clone(), ctx.store.clone(), now_ms());
+        background.spawn(history.run(shutdown.clone()));
+        let monitor = Monitor::new(ctx.accounting.clone(), config.watch.clone(), webhook);
+        background.spawn(monitor.run(shutdown.clone()));
 
         let tls = match config.stratum_tls {
             None => None,

@@ -36,6 +36,7 @@ use crate::config::PoolConfig;
 use crate::extranonce::{Allocator, Lease};
 use crate::jobs::{Announcement, JobBook};
 use crate::limits::{Budgets, Guard};
+use crate::metrics::Metrics;
 use crate::source::Solved;
 use crate::store::{AcceptedShare, RejectKind, Store, StoreError};
 use crate::validate::{validate, SessionTerms};
@@ -69,6 +70,7 @@ pub struct Context {
     pub guard: Arc<Guard>,
     /// Live sessions by id, for listing and kicking.
     pub sessions: DashMap<u64, SessionInfo>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// What the API shows of a live session.
@@ -248,6 +250,8 @@ where
     jobs.borrow_and_update();
 
     let result = loop {
+        // A new block's job written by this turn's flush, for the fan-out metric.
+        let mut new_block = None;
         tokio::select! {
             biased;
             () = kick.cancelled() => break Err(if ctx.shutdown.is_cancelled() { "shutting down" } else { "kicked by the operator" }.to_owned()),
@@ -259,6 +263,7 @@ where
                 }
                 let announcement = jobs.borrow_and_update().clone();
                 session.on_job(&announcement);
+                new_block = announcement.clean.then_some(announcement);
             }
             line = framed.next(), if session.acks.len() < MAX_IN_FLIGHT => match line {
                 None => break Ok(()),
@@ -268,6 +273,11 @@ where
         }
         if let Err(reason) = flush(&mut framed, &mut session.out).await {
             break Err(reason);
+        }
+        if let Some(job) = new_block {
+            ctx.metrics
+                .fanout
+                .written(job.job.id, job.published.elapsed());
         }
         if let Some(reason) = session.close.take() {
             break Err(reason);
@@ -360,6 +370,7 @@ impl Session {
             return true;
         }
         self.violations += 1;
+        self.ctx.metrics.rate_limited(is_submit);
         if self.violations >= self.ctx.guard.config.violations_before_ban {
             self.ban("kept exceeding the message rate limit".to_owned());
         } else if let Some(id) = answer {
@@ -593,7 +604,12 @@ impl Session {
             difficulty_for: &difficulty_for,
             current_difficulty: self.difficulty,
         };
+        let started = std::time::Instant::now();
         let verdict = validate(&self.ctx.book, &submit, &terms);
+        self.ctx
+            .metrics
+            .share_validation
+            .observe_duration(started.elapsed());
         if let Some(block) = verdict.block {
             tracing::info!(worker = %worker.name, hash = %quarry_protocol::share::block_hash(&block.header), "share solves a block");
             let solved = Solved {

@@ -25,6 +25,7 @@
 //! Versioned migrations (`PRAGMA user_version`) live in `schema.rs`. One process owns
 //! the database at a time: the writer caches the chain height and worker ids.
 
+pub mod history;
 mod schema;
 mod writer;
 
@@ -38,7 +39,7 @@ use std::time::Duration;
 
 use bitcoin::hashes::Hash;
 use bitcoin::BlockHash;
-use rusqlite::{params, Connection, OpenFlags};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 use writer::{Command, Counters, Rejects, Writer};
@@ -507,6 +508,65 @@ impl Store {
         })
     }
 
+    /// Stores minutes of hashrate history (replacing the same minutes), rolls up
+    /// and prunes old buckets as of `now_ms`. Resolves once committed.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Closed`], [`StoreError::Commit`].
+    pub async fn record_history(
+        &self,
+        rows: Vec<history::HistoryRow>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.request(|done| Command::History(rows, now_ms, done))
+            .await
+    }
+
+    /// Hashrate history of one worker, account or the pool (`name` empty) as
+    /// buckets of `step_ms` in `[since_ms, until_ms)`, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Read`] if the query fails.
+    pub fn history(
+        &self,
+        scope: history::Scope,
+        name: &str,
+        since_ms: i64,
+        until_ms: i64,
+        step_ms: i64,
+    ) -> Result<Vec<history::Bucket>, StoreError> {
+        self.read("hashrate history", |conn| {
+            history::query(conn, scope, name, since_ms, until_ms, step_ms)
+        })
+    }
+
+    /// The found block with this hash.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Read`] if the query fails.
+    pub fn block(&self, hash: BlockHash) -> Result<Option<FoundBlock>, StoreError> {
+        self.read("a found block", |conn| {
+            conn.query_row(
+                "SELECT height, worker, time_ms, raw, status FROM blocks WHERE hash = ?1",
+                params![hash.to_byte_array()],
+                |row| {
+                    Ok(FoundBlock {
+                        height: row.get(0)?,
+                        hash,
+                        worker: row.get(1)?,
+                        time_ms: row.get(2)?,
+                        raw: row.get(3)?,
+                        status: row.get(4)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
     /// Found blocks, newest first, at most `limit`.
     ///
     /// # Errors
@@ -563,6 +623,16 @@ impl Store {
     /// The writer's counters.
     pub fn stats(&self) -> StoreStats {
         self.inner.counters.snapshot()
+    }
+
+    /// Time to apply and commit each batch.
+    pub fn commit_latency(&self) -> &crate::metrics::AtomicHistogram {
+        &self.inner.counters.commit_latency
+    }
+
+    /// Commands in each batch.
+    pub fn batch_sizes(&self) -> &crate::metrics::AtomicHistogram {
+        &self.inner.counters.batch_sizes
     }
 
     /// Queues a command and waits for its commit.

@@ -12,7 +12,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StoreError;
 
 /// The migrations in order; entry `i` takes the schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[V1];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// Version 1: workers with their totals, accepted shares, found blocks, the embedded chain.
 ///
@@ -59,6 +59,22 @@ CREATE TABLE chain (
     height INTEGER PRIMARY KEY,
     raw BLOB NOT NULL
 ) STRICT;
+";
+
+/// Version 2: hashrate history, accepted work per minute (hour, once old) of every
+/// worker, account and the pool.
+const V2: &str = "
+CREATE TABLE hashrate_history (
+    scope TEXT NOT NULL,
+    name TEXT NOT NULL,
+    width_ms INTEGER NOT NULL,
+    start_ms INTEGER NOT NULL,
+    difficulty REAL NOT NULL,
+    shares INTEGER NOT NULL,
+    PRIMARY KEY (scope, name, width_ms, start_ms)
+) STRICT, WITHOUT ROWID;
+
+CREATE INDEX hashrate_history_age ON hashrate_history (width_ms, start_ms);
 ";
 
 /// Brings the database at `path` up to the newest schema version.

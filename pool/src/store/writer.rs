@@ -6,6 +6,7 @@
 //! transaction fails, the transaction rolls back and every waiter of the batch gets the error,
 //! so no waiter is ever told "committed" for a row that is not on disk.
 
+use crate::metrics::histogram::{self, AtomicHistogram};
 use std::collections::HashMap;
 use std::mem;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use bitcoin::BlockHash;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
+use super::history::{self, HistoryRow};
 use super::{AcceptedShare, FoundBlock, RejectKind, StoreError, StoreStats};
 
 /// Answers a command once its transaction has committed (or failed).
@@ -29,6 +31,8 @@ pub(super) enum Command {
     Block(FoundBlock, Done),
     BlockStatus(BlockHash, String, Done),
     ChainBlock(u64, Vec<u8>, Done),
+    /// Minutes of hashrate history, and the time that ages old buckets.
+    History(Vec<HistoryRow>, i64, Done),
     /// Rejects are waiting in the shared [`Rejects`] and the queue may be empty.
     Wake,
     /// Stop accepting, commit everything queued, then answer.
@@ -41,6 +45,7 @@ enum Op {
     Block(FoundBlock),
     BlockStatus(BlockHash, String),
     ChainBlock(u64, Vec<u8>),
+    History(Vec<HistoryRow>, i64),
 }
 
 /// Reject counts not yet committed, shared with [`super::Store::record_reject`].
@@ -92,13 +97,28 @@ impl Rejects {
 }
 
 /// Counters behind [`super::Store::stats`].
-#[derive(Default)]
 pub(super) struct Counters {
     commits: AtomicU64,
     failed_commits: AtomicU64,
     shares: AtomicU64,
     last_batch: AtomicU64,
     commit_nanos: AtomicU64,
+    pub(super) commit_latency: AtomicHistogram,
+    pub(super) batch_sizes: AtomicHistogram,
+}
+
+impl Default for Counters {
+    fn default() -> Counters {
+        Counters {
+            commits: AtomicU64::new(0),
+            failed_commits: AtomicU64::new(0),
+            shares: AtomicU64::new(0),
+            last_batch: AtomicU64::new(0),
+            commit_nanos: AtomicU64::new(0),
+            commit_latency: AtomicHistogram::new(histogram::LATENCY_SECONDS),
+            batch_sizes: AtomicHistogram::new(histogram::SIZES),
+        }
+    }
 }
 
 impl Counters {
@@ -233,6 +253,7 @@ impl Writer {
                         (Op::BlockStatus(hash, status), done)
                     }
                     Command::ChainBlock(height, raw, done) => (Op::ChainBlock(height, raw), done),
+                    Command::History(rows, now_ms, done) => (Op::History(rows, now_ms), done),
                     Command::Wake => continue,
                     Command::Close(done) => {
                         // Refuses new commands; the ones already queued are still received.
@@ -294,6 +315,8 @@ impl Writer {
             Ordering::Relaxed,
         );
         counters.last_batch.store(batch, Ordering::Relaxed);
+        counters.commit_latency.observe_duration(elapsed);
+        counters.batch_sizes.observe(batch as f64);
         match result {
             Ok(()) => {
                 counters.commits.fetch_add(1, Ordering::Relaxed);
@@ -403,6 +426,10 @@ fn apply(
                 Op::BlockStatus(hash, status) => set_block_status(&tx, hash, status)?,
                 Op::ChainBlock(height, raw) => {
                     append_chain(&tx, &mut cache.chain_next, *height, raw)?
+                }
+                Op::History(rows, now_ms) => {
+                    history::apply(&tx, rows, *now_ms)?;
+                    None
                 }
             };
             outcomes.push(outcome);
