@@ -543,6 +543,7 @@ impl Session {
         // set_difficulty precedes the first notify, and any notify after a change.
         if !self.sent_first_job || wanted != self.difficulty {
             self.difficulty = wanted;
+            self.vardiff.announced(Instant::now());
             self.out.push(
                 ServerMessage::SetDifficulty(wanted)
                     .to_line(&Id::Null)
@@ -676,7 +677,7 @@ impl Session {
                     done.time_ms,
                 );
                 // A new difficulty goes out with the next job.
-                self.vardiff.on_share(Instant::now());
+                self.vardiff.on_share(Instant::now(), done.difficulty);
                 self.active_at = Some(Instant::now());
                 self.reply(&done.id, Value::Bool(true));
             }

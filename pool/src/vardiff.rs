@@ -1,10 +1,14 @@
 //! Variable difficulty per connection: steers each miner towards one share every
 //! `share_interval`, retargeting once per window with hysteresis.
 //!
-//! The estimate is the share count over the time since the last retarget. A change
-//! is made only when the rate is off by more than the hysteresis band and the
-//! window has passed (or enough shares arrived to be sure early), and a single step
-//! is bounded so one lucky burst cannot swing the difficulty wildly.
+//! The estimate is the credited difficulty over the time since the last retarget
+//! (so shares still found at an older difficulty count for what they are). A
+//! change is made only when the rate is off by more than the hysteresis band and
+//! the window has passed (or enough shares arrived to be sure early), a single
+//! step is bounded so one lucky burst cannot swing the difficulty wildly, and no
+//! further change is made until the last one has reached the miner (it goes out
+//! with the next job): otherwise a miner still working at the old difficulty
+//! would ratchet it all the way to a bound.
 
 use std::time::Duration;
 
@@ -34,6 +38,10 @@ pub struct Vardiff {
     current: Difficulty,
     since: Instant,
     shares: u32,
+    /// Difficulty credited since `since`.
+    work: f64,
+    /// A change not yet announced to the miner.
+    pending: bool,
 }
 
 impl Vardiff {
@@ -44,6 +52,8 @@ impl Vardiff {
             current: start.clamp(config.min, config.max),
             since: now,
             shares: 0,
+            work: 0.0,
+            pending: true,
         }
     }
 
@@ -52,19 +62,33 @@ impl Vardiff {
         self.current
     }
 
-    /// Sets the difficulty (e.g. from `mining.suggest_difficulty`), clamped, and
-    /// restarts the measurement.
+    /// Sets the difficulty (e.g. from `mining.suggest_difficulty`), clamped; it
+    /// holds until announced.
     pub fn set(&mut self, difficulty: Difficulty, now: Instant) -> Difficulty {
         self.current = difficulty.clamp(self.config.min, self.config.max);
-        self.since = now;
-        self.shares = 0;
+        self.restart(now);
+        self.pending = true;
         self.current
     }
 
-    /// Counts an accepted share; returns a new difficulty when it is time to change.
-    pub fn on_share(&mut self, now: Instant) -> Option<Difficulty> {
+    /// The current difficulty has been sent to the miner: measure from `now`.
+    pub fn announced(&mut self, now: Instant) {
+        self.restart(now);
+        self.pending = false;
+    }
+
+    /// Counts an accepted share credited at `difficulty`; returns a new
+    /// difficulty when it is time to change.
+    pub fn on_share(&mut self, now: Instant, difficulty: f64) -> Option<Difficulty> {
         self.shares += 1;
+        self.work += difficulty;
         self.evaluate(now)
+    }
+
+    fn restart(&mut self, now: Instant) {
+        self.since = now;
+        self.shares = 0;
+        self.work = 0.0;
     }
 
     /// Re-evaluates without a share (called periodically, so a miner whose
@@ -74,30 +98,31 @@ impl Vardiff {
     }
 
     fn evaluate(&mut self, now: Instant) -> Option<Difficulty> {
+        if self.pending {
+            return None;
+        }
         let elapsed = now.duration_since(self.since).as_secs_f64();
         let window_passed = elapsed >= self.config.window.as_secs_f64();
-        if !window_passed && self.shares < EARLY_SHARES {
+        if !window_passed && self.shares < EARLY_SHARES || elapsed <= 0.0 {
             return None;
         }
-        let expected = elapsed / self.config.share_interval.as_secs_f64();
-        if expected <= 0.0 {
-            return None;
-        }
-        let ratio = f64::from(self.shares) / expected;
+        // The difficulty that would have given one share per interval.
+        let wanted = self.work * self.config.share_interval.as_secs_f64() / elapsed;
+        let ratio = wanted / self.current.get();
         if (1.0 / HYSTERESIS..=HYSTERESIS).contains(&ratio) {
-            self.since = now;
-            self.shares = 0;
+            self.restart(now);
             return None;
         }
         let factor = ratio.clamp(1.0 / MAX_STEP, MAX_STEP);
-        let wanted = Difficulty::new(self.current.get() * factor).ok()?;
-        let next = wanted.clamp(self.config.min, self.config.max);
-        self.since = now;
-        self.shares = 0;
+        let next = Difficulty::new(self.current.get() * factor)
+            .ok()?
+            .clamp(self.config.min, self.config.max);
+        self.restart(now);
         if next == self.current {
             return None;
         }
         self.current = next;
+        self.pending = true;
         Some(next)
     }
 }
@@ -115,21 +140,56 @@ mod tests {
         }
     }
 
-    /// Feeds a steady share stream of `per_second` at the vardiff's own difficulty
-    /// scaled to a miner of `hashrate_diff1` (difficulty-1 shares per second).
-    async fn converge(hashrate_diff1: f64, start: f64) -> f64 {
-        let mut vardiff = Vardiff::new(config(), Difficulty::new(start).unwrap(), Instant::now());
-        for _ in 0..400 {
-            let interval = vardiff.current().get() / hashrate_diff1;
-            if interval > 30.0 {
-                tokio::time::advance(Duration::from_secs(30)).await;
+    /// A miner of `hashrate_diff1` (difficulty-1 shares per second) that works at
+    /// the announced difficulty; a change reaches it with the next job, every
+    /// `job_every`.
+    async fn converge_with_jobs(
+        vardiff: &mut Vardiff,
+        hashrate_diff1: f64,
+        job_every: Duration,
+        steps: usize,
+    ) -> f64 {
+        let mut mining_at = vardiff.current().get();
+        vardiff.announced(Instant::now());
+        let mut next_job = Instant::now() + job_every;
+        for _ in 0..steps {
+            let interval = Duration::from_secs_f64(mining_at / hashrate_diff1);
+            let now = Instant::now();
+            // Shares found while a change awaits its job do not count.
+            if vardiff.pending || now + interval > next_job {
+                tokio::time::advance(next_job - now).await;
                 vardiff.on_tick(Instant::now());
+                if vardiff.current().get() != mining_at || vardiff.pending {
+                    mining_at = vardiff.current().get();
+                    vardiff.announced(Instant::now());
+                }
+                next_job = Instant::now() + job_every;
             } else {
-                tokio::time::advance(Duration::from_secs_f64(interval)).await;
-                vardiff.on_share(Instant::now());
+                tokio::time::advance(interval).await;
+                vardiff.on_share(Instant::now(), mining_at);
             }
         }
         vardiff.current().get()
+    }
+
+    async fn converge(hashrate_diff1: f64, start: f64) -> f64 {
+        let mut vardiff = Vardiff::new(config(), Difficulty::new(start).unwrap(), Instant::now());
+        converge_with_jobs(&mut vardiff, hashrate_diff1, Duration::from_secs(30), 400).await
+    }
+
+    /// Found when the pool banned an honest fast miner: with a short window and
+    /// jobs every 30 s, vardiff kept lowering the difficulty while the miner
+    /// still worked at the old one, down to the bound, until the miner's share
+    /// rate tripped the rate limit.
+    #[tokio::test(start_paused = true)]
+    async fn regression_no_ratchet_while_a_change_awaits_its_job() {
+        let mut cfg = config();
+        cfg.share_interval = Duration::from_millis(500);
+        cfg.window = Duration::from_secs(3);
+        // 2,600 difficulty-1 shares a second wants difficulty 1,300; start at 10,000.
+        let mut vardiff = Vardiff::new(cfg, Difficulty::new(10_000.0).unwrap(), Instant::now());
+        let diff = converge_with_jobs(&mut vardiff, 2_600.0, Duration::from_secs(30), 2_000).await;
+        assert!((diff / 1_300.0 - 1.0).abs() < 0.5, "ended at {diff}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -153,9 +213,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn holds_inside_the_hysteresis_band() {
         let mut vardiff = Vardiff::new(config(), Difficulty::new(8.0).unwrap(), Instant::now());
+        vardiff.announced(Instant::now());
         for _ in 0..100 {
             tokio::time::advance(Duration::from_secs(12)).await;
-            assert_eq!(vardiff.on_share(Instant::now()), None);
+            assert_eq!(vardiff.on_share(Instant::now(), 8.0), None);
         }
         assert_eq!(vardiff.current().get(), 8.0);
     }
@@ -165,9 +226,10 @@ mod tests {
         let mut cfg = config();
         cfg.max = Difficulty::new(100.0).unwrap();
         let mut vardiff = Vardiff::new(cfg, Difficulty::new(50.0).unwrap(), Instant::now());
+        vardiff.announced(Instant::now());
         for _ in 0..200 {
             tokio::time::advance(Duration::from_millis(10)).await;
-            vardiff.on_share(Instant::now());
+            vardiff.on_share(Instant::now(), 50.0);
         }
         assert_eq!(vardiff.current().get(), 100.0);
         assert_eq!(
