@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod grind;
+pub mod load;
 pub mod miner;
 pub mod process;
 
