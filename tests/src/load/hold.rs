@@ -22,6 +22,8 @@ use crate::grind::Grinder;
 
 /// How long one connection may take to connect, subscribe, authorize and get a job.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The highest network difficulty the trigger grinds blocks at (~43 million hashes).
+const MAX_BLOCK_DIFFICULTY: f64 = 0.01;
 /// Failure messages kept for the report.
 const KEEP_FAILURES: usize = 10;
 
@@ -325,16 +327,22 @@ async fn hold_one(
 }
 
 /// Grinds a share that solves a block on the trigger's current job, submits it,
-/// and waits for the acknowledgement and the clean job that follows. Returns the
-/// new job's id and when the share was written.
+/// and waits for its answer and the clean job that follows. Returns the new
+/// job's id and when the share was written.
+///
+/// Only the network target matters: a block share below the connection's share
+/// difficulty is still a block (and answered "low difficulty").
 async fn find_block(trigger: &mut Conn, prefix: &str) -> anyhow::Result<(String, Instant)> {
     let job = trigger.job.clone().context("the trigger has no job")?;
     let en1 = trigger
         .extranonce1
         .context("the trigger is not subscribed")?;
     let en2 = Extranonce::from_counter(0, trigger.extranonce2_size);
-    let needed = network_difficulty(job.nbits.0).max(trigger.job_difficulty.get());
-    let difficulty = Difficulty::new(needed).context("block difficulty")?;
+    let network = network_difficulty(job.nbits.0);
+    if network > MAX_BLOCK_DIFFICULTY {
+        bail!("network difficulty {network} is too high to find blocks here; start the pool with a fractional --chain-difficulty such as 1e-6");
+    }
+    let difficulty = Difficulty::new(network).context("network difficulty")?;
     let share = {
         let job = job.clone();
         tokio::task::spawn_blocking(move || Grinder::new(&job, en1, en2, difficulty, 0).next(true))
@@ -349,37 +357,31 @@ async fn find_block(trigger: &mut Conn, prefix: &str) -> anyhow::Result<(String,
     trigger.feed(&line).await?;
     trigger.flush().await?;
     let old = job.job_id.to_string();
-    let (mut acknowledged, mut new_job) = (false, None);
-    within(
-        HANDSHAKE_TIMEOUT,
-        "the block share's answer and new job",
-        async {
-            while !acknowledged || new_job.is_none() {
-                match trigger.recv().await? {
-                    None => bail!("the pool closed the trigger connection"),
-                    Some(Received {
-                        message: Message::Response(response),
-                        ..
-                    }) if response.id == Id::Number(id.into()) => {
-                        match Reply::from_response(&response) {
-                            Reply::Accepted(_) => acknowledged = true,
-                            Reply::Rejected { code, reason } => {
-                                bail!("the block share was rejected: {reason} ({code:?})")
-                            }
-                        }
-                    }
-                    Some(_) => {
-                        if let Some(job) = &trigger.job {
-                            if job.clean_jobs && job.job_id.to_string() != old {
-                                new_job = Some(job.job_id.to_string());
-                            }
+    let (mut answer, mut new_job) = (None, None);
+    let waited = within(HANDSHAKE_TIMEOUT, "the new job after a block", async {
+        while answer.is_none() || new_job.is_none() {
+            match trigger.recv().await? {
+                None => bail!("the pool closed the trigger connection"),
+                Some(Received {
+                    message: Message::Response(response),
+                    ..
+                }) if response.id == Id::Number(id.into()) => {
+                    answer = Some(Reply::from_response(&response))
+                }
+                Some(_) => {
+                    if let Some(job) = &trigger.job {
+                        if job.clean_jobs && job.job_id.to_string() != old {
+                            new_job = Some(job.job_id.to_string());
                         }
                     }
                 }
             }
-            Ok(())
-        },
-    )
-    .await?;
+        }
+        Ok(())
+    })
+    .await;
+    if let Err(error) = waited {
+        bail!("{error:#} (the block share was answered {answer:?})");
+    }
     Ok((new_job.context("new job")?, triggered))
 }
