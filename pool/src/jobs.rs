@@ -57,7 +57,7 @@ impl Job {
 pub struct Announcement {
     pub job: Arc<Job>,
     pub clean: bool,
-    /// `mining.notify` with the announced `clean_jobs` flag.
+    /// `mining.notify` with the announced `clean_jobs` flag, `\n`-terminated.
     pub line: Arc<str>,
     /// The same notify with `clean_jobs = true`, for a session's first job.
     pub clean_line: Arc<str>,
@@ -190,7 +190,9 @@ fn announcement(job: Arc<Job>, clean: bool) -> Arc<Announcement> {
             clean_jobs,
             ..job.notify.clone()
         };
-        ServerMessage::Notify(notify).to_line(&Id::Null).into()
+        let mut line = ServerMessage::Notify(notify).to_line(&Id::Null);
+        line.push('\n');
+        line.into()
     };
     Arc::new(Announcement {
         line: line(clean),

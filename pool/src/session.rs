@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use futures_util::stream::FuturesUnordered;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use quarry_protocol::jsonrpc::{self, error_line, result_line, Call, Id, Message};
 use quarry_protocol::messages::{
     Authorize, ClientRequest, ConfigureResult, ServerMessage, Subscribe, SubscribeResult,
@@ -27,7 +27,7 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_util::codec::Framed;
+use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -53,6 +53,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection we close keeps draining the peer's input, so our
 /// last lines (the reason for the close) arrive instead of a reset.
 const LINGER: Duration = Duration::from_secs(1);
+/// A session's first read buffer: a subscribe, an authorize or a submit fits.
+const READ_BUFFER: usize = 512;
 /// The most input a lingering close reads and discards.
 const LINGER_BYTES: usize = 1 << 20;
 
@@ -107,23 +109,25 @@ impl Context {
     }
 }
 
-/// An outgoing line: the job notify is shared by every session, replies are owned.
+/// An outgoing line, `\n`-terminated: the job notify is shared by every
+/// session, replies are owned.
 enum Line {
     Owned(String),
     Shared(Arc<str>),
 }
 
-impl AsRef<str> for Line {
-    fn as_ref(&self) -> &str {
+impl Line {
+    fn as_bytes(&self) -> &[u8] {
         match self {
-            Line::Owned(line) => line,
-            Line::Shared(line) => line,
+            Line::Owned(line) => line.as_bytes(),
+            Line::Shared(line) => line.as_bytes(),
         }
     }
 }
 
 impl From<String> for Line {
-    fn from(line: String) -> Line {
+    fn from(mut line: String) -> Line {
+        line.push('\n');
         Line::Owned(line)
     }
 }
@@ -245,7 +249,13 @@ where
         _count: SessionCount(ctx.accounting.clone()),
         ctx: ctx.clone(),
     };
-    let mut framed = Framed::new(stream, LineCodec::new(ctx.config.max_line_length));
+    // Reads go through a small buffer that grows only for a long line; writes go
+    // straight to the stream (see `flush`), so an idle session holds no buffers.
+    let mut framed = FramedRead::with_capacity(
+        stream,
+        LineCodec::new(ctx.config.max_line_length),
+        READ_BUFFER,
+    );
     let mut jobs = ctx.book.subscribe();
     jobs.borrow_and_update();
 
@@ -271,7 +281,7 @@ where
                 Some(Ok(line)) => session.handle_line(&line),
             },
         }
-        if let Err(reason) = flush(&mut framed, &mut session.out).await {
+        if let Err(reason) = flush(framed.get_mut(), &mut session.out).await {
             break Err(reason);
         }
         if let Some(job) = new_block {
@@ -287,7 +297,7 @@ where
     while let Some(done) = session.acks.next().await {
         session.finish_ack(done);
     }
-    let flushed = flush(&mut framed, &mut session.out).await;
+    let flushed = flush(framed.get_mut(), &mut session.out).await;
     for worker in &session.workers {
         ctx.accounting.session_closed(worker);
     }
@@ -320,18 +330,29 @@ where
     let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
-async fn flush<S>(framed: &mut Framed<S, LineCodec>, out: &mut Vec<Line>) -> Result<(), String>
+/// Writes the queued lines: a single line (the common case: a job, or an
+/// answer) straight from where it lives, several joined into one write.
+async fn flush<S>(stream: &mut S, out: &mut Vec<Line>) -> Result<(), String>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncWrite + Unpin,
 {
+    use tokio::io::AsyncWriteExt;
     if out.is_empty() {
         return Ok(());
     }
     let write = async {
-        for line in out.drain(..) {
-            framed.feed(line).await?;
+        match out.as_slice() {
+            [line] => stream.write_all(line.as_bytes()).await?,
+            lines => {
+                let mut joined = Vec::with_capacity(lines.iter().map(|l| l.as_bytes().len()).sum());
+                for line in lines {
+                    joined.extend_from_slice(line.as_bytes());
+                }
+                stream.write_all(&joined).await?;
+            }
         }
-        SinkExt::<Line>::flush(framed).await
+        out.clear();
+        stream.flush().await
     };
     match tokio::time::timeout(WRITE_TIMEOUT, write).await {
         Ok(Ok(())) => Ok(()),

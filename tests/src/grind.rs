@@ -1,5 +1,6 @@
 //! Finding shares the way a miner does, with the protocol crate's share math.
 
+use bitcoin::Target;
 use quarry_protocol::messages::Notify;
 use quarry_protocol::share::{header_hash, ShareFields};
 use quarry_protocol::target::meets_target;
@@ -26,6 +27,51 @@ impl Share {
     }
 }
 
+/// Scans nonces of one job and extranonce pair; the merkle root is computed once.
+pub struct Grinder {
+    job: Notify,
+    root: [u8; 32],
+    fields: ShareFields,
+    target: Target,
+}
+
+impl Grinder {
+    /// Starts at nonce `start` on `job`, looking for hashes at `difficulty`.
+    pub fn new(
+        job: &Notify,
+        en1: Extranonce,
+        en2: Extranonce,
+        difficulty: Difficulty,
+        start: u32,
+    ) -> Grinder {
+        Grinder {
+            root: job.merkle_root(&en1, &en2),
+            fields: ShareFields {
+                extranonce1: en1,
+                extranonce2: en2,
+                ntime: job.ntime.0,
+                nonce: start,
+                version: job.version.0,
+            },
+            job: job.clone(),
+            target: difficulty.to_target(),
+        }
+    }
+
+    /// The next nonce whose hash meets (`want = true`) or misses the target;
+    /// the scan continues after it on the next call.
+    pub fn next(&mut self, want: bool) -> Share {
+        loop {
+            let hash = header_hash(&self.job.header_with_root(self.root, &self.fields));
+            let fields = self.fields;
+            self.fields.nonce = self.fields.nonce.wrapping_add(1);
+            if meets_target(&hash, &self.target) == want {
+                return Share { fields, hash };
+            }
+        }
+    }
+}
+
 /// The first nonce from `start` whose hash meets (`want = true`) or misses the
 /// target of `difficulty`.
 pub fn grind(
@@ -36,20 +82,5 @@ pub fn grind(
     start: u32,
     want: bool,
 ) -> Share {
-    let target = difficulty.to_target();
-    let mut fields = ShareFields {
-        extranonce1: en1,
-        extranonce2: en2,
-        ntime: job.ntime.0,
-        nonce: start,
-        version: job.version.0,
-    };
-    let root = job.merkle_root(&en1, &en2);
-    loop {
-        let hash = header_hash(&job.header_with_root(root, &fields));
-        if meets_target(&hash, &target) == want {
-            return Share { fields, hash };
-        }
-        fields.nonce = fields.nonce.wrapping_add(1);
-    }
+    Grinder::new(job, en1, en2, difficulty, start).next(want)
 }

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod grind;
+pub mod load;
 pub mod miner;
 pub mod node;
 pub mod process;

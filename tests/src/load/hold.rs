@@ -1,0 +1,387 @@
+//! `hold`: N miners connect, subscribe and authorize and then sit idle, the way
+//! most of a pool's connections do. One extra connection finds blocks, and the
+//! clean job each block causes is timestamped as it arrives on every socket.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use quarry_protocol::jsonrpc::{Id, Message};
+use quarry_protocol::reject::Reply;
+use quarry_protocol::target::network_difficulty;
+use quarry_protocol::{Difficulty, Extranonce};
+use serde::Serialize;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::conn::{Conn, Endpoint, Received};
+use super::report::{own_cpu, Percentiles};
+use super::{within, HoldArgs};
+use crate::grind::Grinder;
+
+/// How long one connection may take to connect, subscribe, authorize and get a job.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The highest network difficulty the trigger grinds blocks at (~43 million hashes).
+const MAX_BLOCK_DIFFICULTY: f64 = 0.01;
+/// Failure messages kept for the report.
+const KEEP_FAILURES: usize = 10;
+
+/// What the connection tasks tell the coordinator.
+enum Event {
+    Ready(Result<Duration, String>),
+    Clean { job: String, at: Instant },
+    Closed(String),
+}
+
+/// One block and the clean job it caused.
+#[derive(Debug, Serialize)]
+pub struct Round {
+    pub job_id: String,
+    /// Connections that received the clean job in time.
+    pub received: usize,
+    /// Block share written → clean notify read, per connection.
+    pub from_trigger: Percentiles,
+    /// First connection's arrival → each connection's arrival.
+    pub spread: Percentiles,
+}
+
+/// The results of `hold`.
+#[derive(Debug, Serialize)]
+pub struct HoldResult {
+    pub transport: &'static str,
+    pub connections: usize,
+    pub connected: usize,
+    pub failed: usize,
+    pub failures: Vec<String>,
+    /// Connections the pool closed while they were held.
+    pub closed: usize,
+    /// Connect (+ TLS) + subscribe + authorize + first job, per connection.
+    pub handshake: Percentiles,
+    pub connect_all_seconds: f64,
+    pub rounds: Vec<Round>,
+    pub from_trigger: Percentiles,
+    pub spread: Percentiles,
+    pub pool_rss_kib_before: Option<u64>,
+    pub pool_rss_kib_connected: Option<u64>,
+    pub pool_rss_kib_after_jobs: Option<u64>,
+    /// (RSS after the jobs went out − RSS before connecting) / connections held.
+    pub pool_rss_kib_per_connection: Option<f64>,
+    pub pool_cpu_seconds: Option<f64>,
+    pub load_cpu_seconds: f64,
+}
+
+impl HoldResult {
+    /// Every connection came up, stayed up and received every block's clean job.
+    pub fn passed(&self) -> bool {
+        self.failed == 0
+            && self.closed == 0
+            && self.rounds.iter().all(|r| r.received == self.connected)
+    }
+}
+
+impl fmt::Display for HoldResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "hold over {}: {}/{} connected in {:.1} s, {} failed, {} closed by the pool",
+            self.transport,
+            self.connected,
+            self.connections,
+            self.connect_all_seconds,
+            self.failed,
+            self.closed
+        )?;
+        for failure in &self.failures {
+            writeln!(f, "  failure: {failure}")?;
+        }
+        writeln!(f, "  handshake:         {}", self.handshake)?;
+        for (i, round) in self.rounds.iter().enumerate() {
+            writeln!(
+                f,
+                "  block {} (job {}): {}/{} got the clean job; from trigger p50 {:.1} p99 {:.1} max {:.1} ms",
+                i + 1,
+                round.job_id,
+                round.received,
+                self.connected,
+                round.from_trigger.p50_ms,
+                round.from_trigger.p99_ms,
+                round.from_trigger.max_ms
+            )?;
+        }
+        writeln!(f, "  fan-out from trigger: {}", self.from_trigger)?;
+        writeln!(f, "  fan-out spread:       {}", self.spread)?;
+        if let (Some(before), Some(connected), Some(after), Some(per)) = (
+            self.pool_rss_kib_before,
+            self.pool_rss_kib_connected,
+            self.pool_rss_kib_after_jobs,
+            self.pool_rss_kib_per_connection,
+        ) {
+            writeln!(
+                f,
+                "  pool RSS: {before} KiB before, {connected} KiB connected, {after} KiB after the jobs: {per:.2} KiB per connection"
+            )?;
+        }
+        if let Some(cpu) = self.pool_cpu_seconds {
+            writeln!(f, "  pool CPU: {cpu:.2} s")?;
+        }
+        writeln!(f, "  load generator CPU: {:.2} s", self.load_cpu_seconds)
+    }
+}
+
+/// Runs `hold`.
+///
+/// # Errors
+/// The trigger connection cannot be set up or a block is not accepted.
+pub async fn run(args: &HoldArgs) -> anyhow::Result<HoldResult> {
+    let common = &args.common;
+    let endpoint = Arc::new(common.endpoint().await?);
+    let pool = common.pool();
+    let load_cpu_start = own_cpu()?;
+    // The trigger connects first, so the baseline includes it.
+    let mut trigger = within(HANDSHAKE_TIMEOUT, "the trigger connection", async {
+        let mut conn = endpoint.connect(args.connections).await?;
+        conn.handshake(&format!("{}.trigger", common.worker_prefix))
+            .await?;
+        Ok(conn)
+    })
+    .await?;
+    let pool_cpu_start = pool.map(|p| p.cpu()).transpose()?;
+    let rss_before = pool.map(|p| p.rss_kib()).transpose()?;
+
+    let (events, mut inbox) = mpsc::unbounded_channel();
+    let stop = CancellationToken::new();
+    let connecting = Arc::new(Semaphore::new(common.connect_concurrency.max(1)));
+    let started = Instant::now();
+    for index in 0..args.connections {
+        tokio::spawn(hold_one(
+            endpoint.clone(),
+            index,
+            common.worker(index),
+            connecting.clone(),
+            events.clone(),
+            stop.clone(),
+        ));
+    }
+    drop(events);
+
+    let mut handshakes = Vec::with_capacity(args.connections);
+    let mut failures = Vec::new();
+    let mut failed = 0;
+    let mut closed = 0;
+    while handshakes.len() + failed < args.connections {
+        match inbox.recv().await.context("connection tasks ended")? {
+            Event::Ready(Ok(took)) => handshakes.push(took),
+            Event::Ready(Err(error)) => {
+                failed += 1;
+                if failures.len() < KEEP_FAILURES {
+                    failures.push(error);
+                }
+            }
+            Event::Closed(reason) => closed_by_pool(&mut closed, &mut failures, reason),
+            Event::Clean { .. } => {}
+        }
+    }
+    let connect_all = started.elapsed();
+    let connected = handshakes.len();
+    let rss_connected = pool.map(|p| p.rss_kib()).transpose()?;
+
+    let mut rounds = Vec::with_capacity(args.blocks);
+    let (mut all_from_trigger, mut all_spread) = (Vec::new(), Vec::new());
+    for _ in 0..args.blocks {
+        let (job_id, triggered) = find_block(&mut trigger, &common.worker_prefix).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(args.fanout_timeout);
+        let mut arrivals = Vec::with_capacity(connected);
+        while arrivals.len() < connected - closed {
+            let event = tokio::select! {
+                event = inbox.recv() => event.context("connection tasks ended")?,
+                () = tokio::time::sleep_until(deadline) => break,
+            };
+            match event {
+                Event::Clean { job, at } if job == job_id => arrivals.push(at),
+                Event::Closed(reason) => closed_by_pool(&mut closed, &mut failures, reason),
+                Event::Clean { .. } | Event::Ready(_) => {}
+            }
+        }
+        let first = arrivals.iter().min().copied().unwrap_or(triggered);
+        let mut from_trigger: Vec<Duration> = arrivals
+            .iter()
+            .map(|at| at.duration_since(triggered))
+            .collect();
+        let mut spread: Vec<Duration> =
+            arrivals.iter().map(|at| at.duration_since(first)).collect();
+        all_from_trigger.extend_from_slice(&from_trigger);
+        all_spread.extend_from_slice(&spread);
+        rounds.push(Round {
+            job_id,
+            received: arrivals.len(),
+            from_trigger: Percentiles::of(&mut from_trigger),
+            spread: Percentiles::of(&mut spread),
+        });
+    }
+    let rss_after = pool.map(|p| p.rss_kib()).transpose()?;
+    let pool_cpu = match (pool, pool_cpu_start) {
+        (Some(p), Some(start)) => Some(p.cpu()?.saturating_sub(start).as_secs_f64()),
+        _ => None,
+    };
+    if args.hold > 0.0 {
+        // Holding the connections is the workload here, not a synchronization.
+        tokio::time::sleep(Duration::from_secs_f64(args.hold)).await;
+    }
+    while let Ok(event) = inbox.try_recv() {
+        if let Event::Closed(reason) = event {
+            closed_by_pool(&mut closed, &mut failures, reason);
+        }
+    }
+    stop.cancel();
+    let per_connection = match (rss_before, rss_after) {
+        (Some(before), Some(after)) if connected > 0 => {
+            Some((after as f64 - before as f64) / connected as f64)
+        }
+        _ => None,
+    };
+    Ok(HoldResult {
+        transport: if common.url.tls { "tls" } else { "tcp" },
+        connections: args.connections,
+        connected,
+        failed,
+        failures,
+        closed,
+        handshake: Percentiles::of(&mut handshakes),
+        connect_all_seconds: connect_all.as_secs_f64(),
+        rounds,
+        from_trigger: Percentiles::of(&mut all_from_trigger),
+        spread: Percentiles::of(&mut all_spread),
+        pool_rss_kib_before: rss_before,
+        pool_rss_kib_connected: rss_connected,
+        pool_rss_kib_after_jobs: rss_after,
+        pool_rss_kib_per_connection: per_connection,
+        pool_cpu_seconds: pool_cpu,
+        load_cpu_seconds: own_cpu()?.saturating_sub(load_cpu_start).as_secs_f64(),
+    })
+}
+
+fn closed_by_pool(closed: &mut usize, failures: &mut Vec<String>, reason: String) {
+    *closed += 1;
+    if failures.len() < KEEP_FAILURES {
+        failures.push(reason);
+    }
+}
+
+/// One held connection: handshake under the connect limit, then report every
+/// clean job until told to stop.
+async fn hold_one(
+    endpoint: Arc<Endpoint>,
+    index: usize,
+    worker: String,
+    connecting: Arc<Semaphore>,
+    events: mpsc::UnboundedSender<Event>,
+    stop: CancellationToken,
+) {
+    let Ok(permit) = connecting.acquire_owned().await else {
+        return;
+    };
+    let started = Instant::now();
+    let opened = within(HANDSHAKE_TIMEOUT, "handshake", async {
+        let mut conn = endpoint.connect(index).await?;
+        conn.handshake(&worker).await?;
+        Ok(conn)
+    })
+    .await;
+    drop(permit);
+    let mut conn = match opened {
+        Ok(conn) => {
+            let _ = events.send(Event::Ready(Ok(started.elapsed())));
+            conn
+        }
+        Err(error) => {
+            let _ = events.send(Event::Ready(Err(format!("{worker}: {error:#}"))));
+            return;
+        }
+    };
+    loop {
+        let received = tokio::select! {
+            () = stop.cancelled() => return,
+            received = conn.recv() => received,
+        };
+        let event = match received {
+            Ok(Some(Received {
+                at,
+                message: Message::Notification(call),
+            })) if call.method == "mining.notify" => match &conn.job {
+                Some(job) if job.clean_jobs => Event::Clean {
+                    job: job.job_id.to_string(),
+                    at,
+                },
+                _ => continue,
+            },
+            Ok(Some(_)) => continue,
+            Ok(None) => Event::Closed(format!("{worker}: closed by the pool")),
+            Err(error) => Event::Closed(format!("{worker}: {error:#}")),
+        };
+        let closing = matches!(event, Event::Closed(_));
+        if events.send(event).is_err() || closing {
+            return;
+        }
+    }
+}
+
+/// Grinds a share that solves a block on the trigger's current job, submits it,
+/// and waits for its answer and the clean job that follows. Returns the new
+/// job's id and when the share was written.
+///
+/// Only the network target matters: a block share below the connection's share
+/// difficulty is still a block (and answered "low difficulty").
+async fn find_block(trigger: &mut Conn, prefix: &str) -> anyhow::Result<(String, Instant)> {
+    let job = trigger.job.clone().context("the trigger has no job")?;
+    let en1 = trigger
+        .extranonce1
+        .context("the trigger is not subscribed")?;
+    let en2 = Extranonce::from_counter(0, trigger.extranonce2_size);
+    let network = network_difficulty(job.nbits.0);
+    if network > MAX_BLOCK_DIFFICULTY {
+        bail!("network difficulty {network} is too high to find blocks here; start the pool with a fractional --chain-difficulty such as 1e-6");
+    }
+    let difficulty = Difficulty::new(network).context("network difficulty")?;
+    let share = {
+        let job = job.clone();
+        tokio::task::spawn_blocking(move || Grinder::new(&job, en1, en2, difficulty, 0).next(true))
+            .await
+            .context("grinding a block")?
+    };
+    let id = trigger.next_id();
+    let worker = format!("{prefix}.trigger");
+    let line = serde_json::json!({"id": id, "method": "mining.submit", "params": share.params(&worker, &job)})
+        .to_string();
+    let triggered = Instant::now();
+    trigger.feed(&line).await?;
+    trigger.flush().await?;
+    let old = job.job_id.to_string();
+    let (mut answer, mut new_job) = (None, None);
+    let waited = within(HANDSHAKE_TIMEOUT, "the new job after a block", async {
+        while answer.is_none() || new_job.is_none() {
+            match trigger.recv().await? {
+                None => bail!("the pool closed the trigger connection"),
+                Some(Received {
+                    message: Message::Response(response),
+                    ..
+                }) if response.id == Id::Number(id.into()) => {
+                    answer = Some(Reply::from_response(&response))
+                }
+                Some(_) => {
+                    if let Some(job) = &trigger.job {
+                        if job.clean_jobs && job.job_id.to_string() != old {
+                            new_job = Some(job.job_id.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
+    .await;
+    if let Err(error) = waited {
+        bail!("{error:#} (the block share was answered {answer:?})");
+    }
+    Ok((new_job.context("new job")?, triggered))
+}

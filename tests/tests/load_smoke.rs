@@ -1,0 +1,107 @@
+//! A small load through the real pool and the real `quarry-load`: correctness
+//! only (every miner gets every clean job, every honest share is acknowledged
+//! and counted by the pool's API), never timings.
+
+use std::process::Command;
+
+use quarry_tests::PoolProcess;
+use serde_json::Value;
+
+/// Runs `quarry-load args…` and returns its JSON report; fails on a non-zero exit.
+fn load(args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_quarry-load"))
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("running quarry-load");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "quarry-load {args:?} failed:\n{stderr}"
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("JSON report ({e}):\n{stderr}"))
+}
+
+#[test]
+fn a_thousand_miners_each_receive_every_blocks_clean_job() {
+    let dir = tempfile::tempdir().unwrap();
+    // Blocks need ~4,300 hashes, so the load generator finds them at once.
+    let pool = PoolProcess::start(
+        dir.path(),
+        &["--allow-cidr", "127.0.0.0/8", "--chain-difficulty", "1e-6"],
+    );
+    let url = format!("stratum+tcp://{}", pool.tcp);
+    let report = load(&["hold", "-o", &url, "-n", "1000", "--blocks", "2"]);
+
+    assert_eq!(report["connected"], 1000, "{report:#}");
+    assert_eq!(report["failed"], 0, "{report:#}");
+    assert_eq!(report["closed"], 0, "{report:#}");
+    let rounds = report["rounds"].as_array().expect("rounds");
+    assert_eq!(rounds.len(), 2, "{report:#}");
+    for round in rounds {
+        assert_eq!(round["received"], 1000, "{report:#}");
+    }
+    // The pool recorded both blocks, found by the trigger connection.
+    let blocks = pool.api_get("/api/blocks");
+    let blocks = blocks["blocks"].as_array().expect("blocks");
+    assert_eq!(blocks.len(), 2, "{blocks:?}");
+    assert!(
+        blocks.iter().all(|b| b["worker"] == "load.trigger"),
+        "{blocks:?}"
+    );
+}
+
+#[test]
+fn every_honest_share_over_tls_is_acknowledged_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    // Shares at a pinned difficulty of 1e-9 (about one hash each); a network
+    // difficulty of 1000 keeps any of them from solving a block, which would
+    // turn shares in flight stale.
+    let pool = PoolProcess::start(
+        dir.path(),
+        &[
+            "--allow-cidr",
+            "127.0.0.0/8",
+            "--chain-difficulty",
+            "1000",
+            "--start-difficulty",
+            "1e-9",
+            "--min-difficulty",
+            "1e-9",
+            "--max-difficulty",
+            "1e-9",
+        ],
+    );
+    let url = format!("stratum+ssl://{}", pool.tls);
+    let api = format!("http://{}", pool.api);
+    let report = load(&[
+        "shares",
+        "-o",
+        &url,
+        "--tls-fingerprint",
+        &pool.fingerprint,
+        "-m",
+        "20",
+        "--shares",
+        "4000",
+        "--duration",
+        "300",
+        "--api",
+        &api,
+    ]);
+
+    assert_eq!(report["connected"], 20, "{report:#}");
+    assert_eq!(report["submitted"], 4000, "{report:#}");
+    assert_eq!(report["accepted"], 4000, "{report:#}");
+    assert_eq!(report["unanswered"], 0, "{report:#}");
+    assert_eq!(report["rejected"], serde_json::json!({}), "{report:#}");
+    assert_eq!(report["api"]["counted"], 4000, "{report:#}");
+    assert_eq!(
+        report["api"]["mismatched"],
+        serde_json::json!([]),
+        "{report:#}"
+    );
+    // The pool's own totals agree.
+    let totals = pool.api_get("/api/pool");
+    assert_eq!(totals["accepted"], 4000, "{totals:#}");
+}
