@@ -8,11 +8,13 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use quarry_protocol::jsonrpc::{self, Message};
 use quarry_protocol::messages::{Notify, ServerMessage, SubscribeResult};
-use quarry_protocol::{Difficulty, LineCodec};
+use quarry_protocol::{Difficulty, Extranonce, LineCodec};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
+
+use crate::grind::grind;
 
 /// How long any expected line may take.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
@@ -170,6 +172,17 @@ impl Client {
             }
             self.pending.push_back(value);
         }
+    }
+
+    /// Grinds a valid share on the current job at its difficulty (extranonce2
+    /// from `counter`) and submits it as `worker`; returns the reply.
+    pub async fn submit_valid(&mut self, worker: &str, counter: u64) -> Value {
+        let job = self.job.clone().expect("a job from the pool");
+        let en1 = self.extranonce1.expect("subscribed");
+        let en2 = Extranonce::from_counter(counter, self.extranonce2_size);
+        let share = grind(&job, en1, en2, self.job_difficulty, 0, true);
+        self.request("mining.submit", share.params(worker, &job))
+            .await
     }
 
     /// Subscribes and authorizes `worker`; returns once the first job has arrived.

@@ -15,8 +15,6 @@ use bitcoin::{
     Address, Amount, Network, OutPoint, Script, ScriptBuf, Sequence, Transaction, TxIn, TxOut,
     Txid, Witness,
 };
-use quarry_protocol::Extranonce;
-use quarry_tests::grind::grind;
 use quarry_tests::{Client, PoolProcess};
 use serde_json::{json, Value};
 
@@ -201,24 +199,13 @@ async fn the_pool_mines_a_real_regtest_chain() {
     .unwrap();
     let mut client = Client::tcp(pool.tcp).await;
     client.handshake("dave.rig").await;
-    let en1 = client.extranonce1.unwrap();
     let start_count = node.block_count();
 
     // Three blocks from the pool; the first carries the mempool.
     const FOUND: u64 = 3;
     for i in 0..FOUND {
         let job = client.job.clone().unwrap();
-        let share = grind(
-            &job,
-            en1,
-            Extranonce::from_counter(i + 1, 4),
-            client.job_difficulty,
-            0,
-            true,
-        );
-        let reply = client
-            .request("mining.submit", share.params("dave.rig", &job))
-            .await;
+        let reply = client.submit_valid("dave.rig", i + 1).await;
         assert_eq!(reply["result"], json!(true), "{reply}");
         wait_for_count(&node, start_count + i + 1);
         // The next job builds on the new block.
@@ -285,18 +272,7 @@ async fn the_pool_mines_a_real_regtest_chain() {
     let count = node.block_count();
     let deadline = Instant::now() + WAIT;
     for counter in 100.. {
-        let job = client.job.clone().unwrap();
-        let share = grind(
-            &job,
-            en1,
-            Extranonce::from_counter(counter, 4),
-            client.job_difficulty,
-            0,
-            true,
-        );
-        let reply = client
-            .request("mining.submit", share.params("dave.rig", &job))
-            .await;
+        let reply = client.submit_valid("dave.rig", counter).await;
         if reply["result"] == json!(true) && node.block_count() > count {
             break;
         }

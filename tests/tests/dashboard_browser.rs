@@ -88,17 +88,7 @@ async fn mine(pool: &PoolProcess, worker: &str, good: u64) {
     let en1 = client.extranonce1.expect("subscribed");
     let job = client.job.clone().expect("a job");
     for i in 0..good {
-        let share = grind(
-            &job,
-            en1,
-            Extranonce::from_counter(i, 4),
-            client.job_difficulty,
-            0,
-            true,
-        );
-        let reply = client
-            .request("mining.submit", share.params(worker, &job))
-            .await;
+        let reply = client.submit_valid(worker, i).await;
         assert_eq!(reply["result"], json!(true), "{reply}");
     }
     let low = grind(

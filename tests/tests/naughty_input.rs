@@ -4,8 +4,6 @@
 //! well-formed reply, the pool keeps answering, and an honest miner on another
 //! connection keeps getting its shares acknowledged.
 
-use quarry_protocol::Extranonce;
-use quarry_tests::grind::grind;
 use quarry_tests::{Client, PoolProcess};
 use serde_json::{json, Value};
 
@@ -72,8 +70,6 @@ async fn naughty_strings_in_every_position_leave_the_pool_answering() {
     );
     let mut honest = Client::tcp(pool.tcp).await;
     honest.handshake(HONEST).await;
-    let job = honest.job.clone().unwrap();
-    let en1 = honest.extranonce1.unwrap();
 
     let mut attacker = Client::tcp(pool.tcp).await;
     let mut reconnects = 0;
@@ -105,17 +101,7 @@ async fn naughty_strings_in_every_position_leave_the_pool_answering() {
         }
         // Meanwhile an honest miner mines on.
         if n % 25 == 0 {
-            let share = grind(
-                &job,
-                en1,
-                Extranonce::from_counter(n as u64, 4),
-                honest.job_difficulty,
-                0,
-                true,
-            );
-            let reply = honest
-                .request("mining.submit", share.params(HONEST, &job))
-                .await;
+            let reply = honest.submit_valid(HONEST, n as u64).await;
             assert_eq!(
                 reply["result"],
                 json!(true),

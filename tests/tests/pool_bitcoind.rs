@@ -109,18 +109,7 @@ async fn jobs_and_blocks_are_consistent_with_bitcoind_templates() {
     assert_eq!(u64::from(job.ntime.0), gbt["curtime"].as_u64().unwrap());
 
     // Regtest blocks are so easy that a share is a block.
-    let en1 = client.extranonce1.unwrap();
-    let share = grind(
-        &job,
-        en1,
-        Extranonce::from_counter(1, 4),
-        client.job_difficulty,
-        0,
-        true,
-    );
-    let reply = client
-        .request("mining.submit", share.params("alice.rig", &job))
-        .await;
+    let reply = client.submit_valid("alice.rig", 1).await;
     assert_eq!(reply["result"], json!(true), "{reply}");
     node.wait_for(WAIT, "submit the block", |calls| {
         calls.iter().any(|(m, _)| m == "submitblock")
@@ -183,17 +172,7 @@ async fn jobs_and_blocks_are_consistent_with_bitcoind_templates() {
 
     // The node's verdict is stored and shown.
     node.push_submit_reply(json!("bad-txnmrklroot"));
-    let share = grind(
-        &job,
-        en1,
-        Extranonce::from_counter(2, 4),
-        client.job_difficulty,
-        0,
-        true,
-    );
-    let reply = client
-        .request("mining.submit", share.params("alice.rig", &job))
-        .await;
+    let reply = client.submit_valid("alice.rig", 2).await;
     assert_eq!(reply["result"], json!(true), "{reply}");
     let rejected = newest_block_status(&pool, "rejected:bad-txnmrklroot").await;
     assert_eq!(rejected["height"], json!(143));
@@ -323,18 +302,7 @@ async fn the_pool_waits_out_sync_fails_over_and_survives_the_node_going_away() {
     node.set_failing(false);
     let notify = client.next_notification("mining.notify").await;
     assert_eq!(notify["params"][1], json!(job.prevhash.to_string()));
-    let job = client.job.clone().unwrap();
-    let share = grind(
-        &job,
-        en1,
-        Extranonce::from_counter(counter, 4),
-        client.job_difficulty,
-        0,
-        true,
-    );
-    let reply = client
-        .request("mining.submit", share.params("carol.rig", &job))
-        .await;
+    let reply = client.submit_valid("carol.rig", counter).await;
     assert_eq!(reply["result"], json!(true), "{reply}");
 }
 
