@@ -20,7 +20,6 @@ use tokio_util::sync::CancellationToken;
 use crate::accounting::{now_ms, Accounting};
 use crate::bitcoind::BitcoindSource;
 use crate::chain::EmbeddedChain;
-use crate::coinbase::assemble_block;
 use crate::jobs::JobBook;
 use crate::store::{FoundBlock, Store};
 use crate::validate::BlockCandidate;
@@ -96,16 +95,8 @@ impl EmbeddedSource {
     async fn on_solved(&self, found: Solved) {
         let Solved { worker, candidate } = found;
         let hash = block_hash(&candidate.header);
-        let block = match assemble_block(
-            candidate.header,
-            &candidate.coinbase,
-            &candidate.job.template.transactions,
-        ) {
-            Ok(block) => block,
-            Err(err) => {
-                tracing::error!(%hash, %err, "could not assemble a solved block");
-                return;
-            }
+        let Some(block) = candidate.block() else {
+            return;
         };
         let accepted = self.lock().accept(&block, unix_now());
         let height = match accepted {

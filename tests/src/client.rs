@@ -174,15 +174,19 @@ impl Client {
         }
     }
 
-    /// Grinds a valid share on the current job at its difficulty (extranonce2
-    /// from `counter`) and submits it as `worker`; returns the reply.
-    pub async fn submit_valid(&mut self, worker: &str, counter: u64) -> Value {
-        let job = self.job.clone().expect("a job from the pool");
+    /// `mining.submit` params for `worker` of a valid share ground on the
+    /// current job at its difficulty, extranonce2 from `counter`.
+    pub fn valid_share(&self, worker: &str, counter: u64) -> Value {
+        let job = self.job.as_ref().expect("a job from the pool");
         let en1 = self.extranonce1.expect("subscribed");
         let en2 = Extranonce::from_counter(counter, self.extranonce2_size);
-        let share = grind(&job, en1, en2, self.job_difficulty, 0, true);
-        self.request("mining.submit", share.params(worker, &job))
-            .await
+        grind(job, en1, en2, self.job_difficulty, 0, true).params(worker, job)
+    }
+
+    /// Submits [`Client::valid_share`]; returns the reply.
+    pub async fn submit_valid(&mut self, worker: &str, counter: u64) -> Value {
+        let params = self.valid_share(worker, counter);
+        self.request("mining.submit", params).await
     }
 
     /// Subscribes and authorizes `worker`; returns once the first job has arrived.

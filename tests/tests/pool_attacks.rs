@@ -45,8 +45,6 @@ struct Honest {
 async fn honest_miner(addr: SocketAddr, stop: Arc<AtomicBool>) -> Honest {
     let mut client = Client::tcp(addr).await;
     client.handshake(HONEST).await;
-    let job = client.job.clone().unwrap();
-    let en1 = client.extranonce1.unwrap();
     let mut report = Honest {
         acked: 0,
         sent: 0,
@@ -58,18 +56,9 @@ async fn honest_miner(addr: SocketAddr, stop: Arc<AtomicBool>) -> Honest {
     while report.sent < 20 || !stop.load(Ordering::Relaxed) {
         pace.tick().await;
         counter += 1;
-        let share = grind(
-            &job,
-            en1,
-            Extranonce::from_counter(counter, 4),
-            client.job_difficulty,
-            0,
-            true,
-        );
+        let share = client.valid_share(HONEST, counter);
         let started = Instant::now();
-        let reply = client
-            .request("mining.submit", share.params(HONEST, &job))
-            .await;
+        let reply = client.request("mining.submit", share).await;
         report.sent += 1;
         if reply["result"] == json!(true) {
             report.acked += 1;

@@ -30,7 +30,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accounting::{now_ms, Accounting};
 use crate::chain::Template;
-use crate::coinbase::assemble_block;
 use crate::jobs::JobBook;
 use crate::source::Solved;
 use crate::store::{FoundBlock, Store};
@@ -352,16 +351,8 @@ impl BitcoindSource {
         let Solved { worker, candidate } = found;
         let hash = block_hash(&candidate.header);
         let height = candidate.job.height();
-        let block = match assemble_block(
-            candidate.header,
-            &candidate.coinbase,
-            &candidate.job.template.transactions,
-        ) {
-            Ok(block) => block,
-            Err(err) => {
-                tracing::error!(%hash, %err, "could not assemble a solved block");
-                return;
-            }
+        let Some(block) = candidate.block() else {
+            return;
         };
         let raw = bitcoin::consensus::serialize(&block);
         let replies = self

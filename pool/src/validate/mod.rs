@@ -39,6 +39,21 @@ pub struct BlockCandidate {
     pub hash_difficulty: f64,
 }
 
+impl BlockCandidate {
+    /// The full block, or `None` (logged) when it cannot be assembled.
+    pub fn block(&self) -> Option<bitcoin::Block> {
+        let transactions = &self.job.template.transactions;
+        match crate::coinbase::assemble_block(self.header, &self.coinbase, transactions) {
+            Ok(block) => Some(block),
+            Err(err) => {
+                let hash = quarry_protocol::share::block_hash(&self.header);
+                tracing::error!(%hash, %err, "could not assemble a solved block");
+                None
+            }
+        }
+    }
+}
+
 /// A share judged acceptable.
 pub struct Accepted {
     /// The difficulty credited (the share target it met).
