@@ -118,6 +118,7 @@ impl Hashers {
                     board: Arc::clone(&board),
                     stats: Arc::clone(&stats),
                     shares: shares.clone(),
+                    dropping: false,
                 };
                 std::thread::Builder::new()
                     .name(format!("hasher-{index}"))
@@ -156,10 +157,12 @@ struct Worker {
     board: Arc<Board>,
     stats: Arc<Stats>,
     shares: mpsc::Sender<FoundShare>,
+    /// Shares are being dropped because the queue is full.
+    dropping: bool,
 }
 
 impl Worker {
-    fn run(self) {
+    fn run(mut self) {
         let mut seen = 0;
         let mut local = 0u64;
         let mut chunk = 1u32 << 14;
@@ -216,10 +219,20 @@ impl Worker {
         }
     }
 
-    fn send(&self, share: FoundShare) {
-        if self.shares.try_send(share).is_err() {
-            tracing::warn!(thread = self.index, "share queue full; share dropped");
-            self.stats.stale();
+    fn send(&mut self, share: FoundShare) {
+        match self.shares.try_send(share) {
+            Ok(()) => self.dropping = false,
+            Err(_) => {
+                // Once per episode (e.g. while the pool connection is down), not per share.
+                if !self.dropping {
+                    tracing::warn!(
+                        thread = self.index,
+                        "share queue full (no pool is taking shares); dropping shares until it drains"
+                    );
+                    self.dropping = true;
+                }
+                self.stats.stale();
+            }
         }
     }
 }

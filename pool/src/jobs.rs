@@ -25,6 +25,10 @@ use crate::chain::Template;
 const RETAIN: Duration = Duration::from_secs(600);
 /// The most jobs kept at once (at one refresh per 30 s: over an hour of one block).
 const MAX_JOBS: usize = 128;
+/// A wire job id's bits from here up name a session's variant of the job (the
+/// same work re-announced with a new difficulty); the bits below are the job's
+/// id. Ids count up from the clock in seconds shifted by 8 bits, far below this.
+const VARIANT_SHIFT: u32 = 48;
 
 /// One job: a template as miners see it.
 pub struct Job {
@@ -127,14 +131,17 @@ impl JobBook {
         self.jobs.write().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    /// The job with wire id `id`, if still known.
-    pub fn get(&self, id: &JobId) -> Option<Arc<Job>> {
-        let id = u64::from_str_radix(id.as_str(), 16).ok()?;
-        self.jobs
+    /// The job a miner names by `id` (its own id or a session's variant of it),
+    /// if still known, with the wire id as a number.
+    pub fn get(&self, id: &JobId) -> Option<(u64, Arc<Job>)> {
+        let wire = u64::from_str_radix(id.as_str(), 16).ok()?;
+        let job = self
+            .jobs
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-            .cloned()
+            .get(&(wire & ((1 << VARIANT_SHIFT) - 1)))
+            .cloned()?;
+        Some((wire, job))
     }
 
     /// The height current jobs build; jobs below it are stale.
@@ -184,15 +191,39 @@ fn make_job(id: u64, template: Arc<Template>, clean: bool) -> Job {
     }
 }
 
+impl Announcement {
+    /// The job re-announced to one session as its `variant` (non-zero): a
+    /// `clean_jobs = false` notify under a wire id of its own, so the shares on
+    /// it can be judged at the difficulty sent just before it. Returns the wire
+    /// id and the line.
+    pub fn variant(&self, variant: u16) -> (u64, String) {
+        let wire = u64::from(variant) << VARIANT_SHIFT | self.job.id;
+        let job_id = format!("{wire:x}")
+            .parse()
+            .expect("hex of a u64 is a valid job id");
+        let notify = Notify {
+            job_id,
+            clean_jobs: false,
+            ..self.job.notify.clone()
+        };
+        (wire, notify_line(notify))
+    }
+}
+
+/// `notify` as a `\n`-terminated line.
+fn notify_line(notify: Notify) -> String {
+    let mut line = ServerMessage::Notify(notify).to_line(&Id::Null);
+    line.push('\n');
+    line
+}
+
 fn announcement(job: Arc<Job>, clean: bool) -> Arc<Announcement> {
     let line = |clean_jobs: bool| -> Arc<str> {
-        let notify = Notify {
+        notify_line(Notify {
             clean_jobs,
             ..job.notify.clone()
-        };
-        let mut line = ServerMessage::Notify(notify).to_line(&Id::Null);
-        line.push('\n');
-        line.into()
+        })
+        .into()
     };
     Arc::new(Announcement {
         line: line(clean),

@@ -179,7 +179,10 @@ struct Session {
     /// one the first `set_difficulty` will carry).
     difficulty: Difficulty,
     job_difficulties: VecDeque<(u64, Difficulty)>,
-    sent_first_job: bool,
+    /// The job sent last (none before the first).
+    last_job: Option<Arc<Announcement>>,
+    /// The last variant id used to re-announce a job at a new difficulty.
+    variant: u16,
     out: Vec<Line>,
     acks: FuturesUnordered<PendingAck>,
     _count: SessionCount,
@@ -243,7 +246,8 @@ where
         version_mask: 0,
         workers: Vec::new(),
         job_difficulties: VecDeque::with_capacity(JOB_MEMORY),
-        sent_first_job: false,
+        last_job: None,
+        variant: 0,
         out: Vec::new(),
         acks: FuturesUnordered::new(),
         _count: SessionCount(ctx.accounting.clone()),
@@ -506,7 +510,7 @@ impl Session {
             extranonce2_size: self.ctx.config.extranonce2_size,
         };
         self.reply(id, result.to_value());
-        if !self.sent_first_job {
+        if self.last_job.is_none() {
             let current = self.ctx.book.current();
             self.on_job(&current);
         }
@@ -548,44 +552,71 @@ impl Session {
     }
 
     fn suggest(&mut self, difficulty: Difficulty) {
-        // Sent with the next job; before the first job it is simply the start.
         let clamped = self.vardiff.set(difficulty, Instant::now());
-        if !self.sent_first_job {
+        if self.last_job.is_some() {
+            self.announce_difficulty_now();
+        } else {
+            // Before the first job it is simply the start.
             self.difficulty = clamped;
         }
     }
 
-    fn on_job(&mut self, announcement: &Announcement) {
+    fn on_job(&mut self, announcement: &Arc<Announcement>) {
         if self.lease.is_none() {
             return;
         }
         self.vardiff.on_tick(Instant::now());
-        let wanted = self.vardiff.current();
         // set_difficulty precedes the first notify, and any notify after a change.
-        if !self.sent_first_job || wanted != self.difficulty {
-            self.difficulty = wanted;
-            self.vardiff.announced(Instant::now());
-            self.out.push(
-                ServerMessage::SetDifficulty(wanted)
-                    .to_line(&Id::Null)
-                    .into(),
-            );
-            for worker in &self.workers {
-                self.ctx.accounting.set_difficulty(worker, wanted.get());
-            }
+        if self.last_job.is_none() || self.vardiff.current() != self.difficulty {
+            self.send_difficulty();
         }
-        if self.job_difficulties.len() == JOB_MEMORY {
-            self.job_difficulties.pop_front();
-        }
-        self.job_difficulties
-            .push_back((announcement.job.id, self.difficulty));
-        let line = if self.sent_first_job {
+        self.remember(announcement.job.id);
+        let line = if self.last_job.is_some() {
             &announcement.line
         } else {
             &announcement.clean_line
         };
         self.out.push(Line::Shared(line.clone()));
-        self.sent_first_job = true;
+        self.last_job = Some(announcement.clone());
+    }
+
+    /// Sends the difficulty vardiff wants now rather than with the next job
+    /// (which may be half a minute away): `set_difficulty`, then the job the
+    /// miner has under a wire id of this session's, since miners apply a new
+    /// difficulty from the next notify. A fast miner that starts far too low
+    /// is raised before its share rate trips the rate limit.
+    fn announce_difficulty_now(&mut self) {
+        let Some(job) = self.last_job.clone() else {
+            return;
+        };
+        self.variant = self.variant.checked_add(1).unwrap_or(1);
+        let (wire_id, line) = job.variant(self.variant);
+        self.send_difficulty();
+        self.remember(wire_id);
+        self.out.push(line.into());
+    }
+
+    /// Queues `set_difficulty` with the difficulty vardiff wants.
+    fn send_difficulty(&mut self) {
+        let wanted = self.vardiff.current();
+        self.difficulty = wanted;
+        self.vardiff.announced(Instant::now());
+        self.out.push(
+            ServerMessage::SetDifficulty(wanted)
+                .to_line(&Id::Null)
+                .into(),
+        );
+        for worker in &self.workers {
+            self.ctx.accounting.set_difficulty(worker, wanted.get());
+        }
+    }
+
+    /// Remembers that shares on wire job id `job` are judged at the current difficulty.
+    fn remember(&mut self, job: u64) {
+        if self.job_difficulties.len() == JOB_MEMORY {
+            self.job_difficulties.pop_front();
+        }
+        self.job_difficulties.push_back((job, self.difficulty));
     }
 
     fn submit(&mut self, id: Id, submit: quarry_protocol::Submit) {
@@ -697,10 +728,15 @@ impl Session {
                     done.hash_difficulty,
                     done.time_ms,
                 );
-                // A new difficulty goes out with the next job.
-                self.vardiff.on_share(Instant::now(), done.difficulty);
                 self.active_at = Some(Instant::now());
                 self.reply(&done.id, Value::Bool(true));
+                if self
+                    .vardiff
+                    .on_share(Instant::now(), done.difficulty)
+                    .is_some()
+                {
+                    self.announce_difficulty_now();
+                }
             }
             Err(err) => {
                 tracing::error!(%err, "share could not be stored; not acknowledged");

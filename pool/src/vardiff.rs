@@ -6,9 +6,10 @@
 //! change is made only when the rate is off by more than the hysteresis band and
 //! the window has passed (or enough shares arrived to be sure early), a single
 //! step is bounded so one lucky burst cannot swing the difficulty wildly, and no
-//! further change is made until the last one has reached the miner (it goes out
-//! with the next job): otherwise a miner still working at the old difficulty
-//! would ratchet it all the way to a bound.
+//! further change is made until the last one has reached the miner (the session
+//! sends it at once, re-announcing the miner's job under a new id): otherwise a
+//! miner still working at the old difficulty would ratchet it all the way to a
+//! bound.
 
 use std::time::Duration;
 

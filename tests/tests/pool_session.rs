@@ -303,3 +303,68 @@ async fn hostile_lines_get_errors_and_the_session_lives_on() {
     client.send_raw(&"x".repeat(20_000)).await;
     while client.recv_or_closed().await.is_some() {}
 }
+
+/// A difficulty change reaches the miner at once, not with the next job (which
+/// may be half a minute away): `set_difficulty`, then the same work under a new
+/// job id. Shares on the old id are still judged (and credited) at the old
+/// difficulty, shares on the new id at the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_difficulty_change_goes_out_at_once_with_the_work_under_a_new_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = start(&dir);
+    let mut client = Client::tcp(pool.tcp).await;
+    client.handshake(WORKER).await;
+    let old = client.job.clone().expect("a job");
+    let en1 = client.extranonce1.expect("subscribed");
+    let (low, high) = (
+        Difficulty::new(1e-6).unwrap(),
+        Difficulty::new(4e-6).unwrap(),
+    );
+    assert_eq!(client.job_difficulty, low);
+
+    let reply = client
+        .request("mining.suggest_difficulty", json!([4e-6]))
+        .await;
+    assert_eq!(reply["result"], json!(true), "{reply}");
+    let set = client.next_notification("mining.set_difficulty").await;
+    assert_eq!(set["params"], json!([4e-6]));
+    let notify = client.next_notification("mining.notify").await;
+    assert_eq!(notify["params"][8], json!(false), "{notify}");
+    let variant = client.job.clone().expect("the re-announced job");
+    assert_ne!(variant.job_id, old.job_id);
+    let same_work = quarry_protocol::Notify {
+        job_id: old.job_id.clone(),
+        clean_jobs: old.clean_jobs,
+        ..variant.clone()
+    };
+    assert_eq!(same_work, old, "only the id and the clean flag differ");
+    assert_eq!(client.job_difficulty, high);
+
+    // The old id: a share at the old difficulty is still good.
+    let share = grind(&old, en1, Extranonce::from_counter(1, 4), low, 0, true);
+    let reply = client
+        .request("mining.submit", share.params(WORKER, &old))
+        .await;
+    assert_eq!(reply["result"], json!(true), "{reply}");
+    // The new id: the same difficulty is not enough any more ...
+    let mut grinder =
+        quarry_tests::grind::Grinder::new(&variant, en1, Extranonce::from_counter(2, 4), low, 0);
+    let only_low = std::iter::repeat_with(|| grinder.next(true))
+        .find(|s| !quarry_protocol::target::meets_target(&s.hash, &high.to_target()))
+        .expect("a hash between the two difficulties");
+    let reply = client
+        .request("mining.submit", only_low.params(WORKER, &variant))
+        .await;
+    assert_eq!(reply["error"][0], json!(23), "{reply}");
+    // ... but the new difficulty is.
+    let share = grind(&variant, en1, Extranonce::from_counter(3, 4), high, 0, true);
+    let reply = client
+        .request("mining.submit", share.params(WORKER, &variant))
+        .await;
+    assert_eq!(reply["result"], json!(true), "{reply}");
+
+    let worker = pool.api_get("/api/workers/alice.rig1");
+    assert_eq!(worker["accepted"], json!(2), "{worker}");
+    let credited = worker["accepted_difficulty"].as_f64().expect("a number");
+    assert!((credited - 5e-6).abs() < 1e-12, "{worker}");
+}

@@ -25,7 +25,7 @@ pub struct SessionTerms<'a> {
     pub extranonce2_size: usize,
     /// The negotiated version-rolling mask; 0 when none was negotiated.
     pub version_mask: u32,
-    /// The difficulty in force for a job id this session was sent.
+    /// The difficulty sent with a (wire) job id this session was sent.
     pub difficulty_for: &'a dyn Fn(u64) -> Option<Difficulty>,
     /// The difficulty announced last.
     pub current_difficulty: Difficulty,
@@ -92,7 +92,7 @@ pub fn validate(book: &JobBook, submit: &Submit, terms: &SessionTerms<'_>) -> Ve
             ),
         );
     }
-    let Some(job) = book.get(&submit.job_id) else {
+    let Some((wire_id, job)) = book.get(&submit.job_id) else {
         return reject(RejectKind::Stale, ErrorCode::JobNotFound, "job not found");
     };
     let bits = submit.version_bits.map_or(0, |b| b.0);
@@ -145,7 +145,7 @@ pub fn validate(book: &JobBook, submit: &Submit, terms: &SessionTerms<'_>) -> Ve
     // if lower: miners differ on whether set_difficulty applies to work in
     // progress (cpuminer: next job; others: at once), and honest work of both
     // kinds must pass.
-    let difficulty = match (terms.difficulty_for)(job.id) {
+    let difficulty = match (terms.difficulty_for)(wire_id) {
         Some(at_job) if at_job < terms.current_difficulty => at_job,
         _ => terms.current_difficulty,
     };
