@@ -47,15 +47,16 @@ impl AtomicF64 {
 /// Accepted difficulty per 10-second bucket over the last hour.
 #[derive(Debug)]
 struct Window {
-    buckets: Box<[f64; BUCKETS]>,
-    /// Index (time / BUCKET_MS) of the newest bucket written.
+    /// Allocated with the first share: most of a big pool's workers at any
+    /// moment are idle connections that have not submitted yet.
+    buckets: Option<Box<[f64; BUCKETS]>>,
     newest: i64,
 }
 
 impl Window {
     fn new() -> Window {
         Window {
-            buckets: Box::new([0.0; BUCKETS]),
+            buckets: None,
             newest: 0,
         }
     }
@@ -64,9 +65,11 @@ impl Window {
         if index <= self.newest {
             return;
         }
-        let gap = (index - self.newest).min(BUCKETS as i64);
-        for i in 1..=gap {
-            self.buckets[((self.newest + i) as usize) % BUCKETS] = 0.0;
+        if let Some(buckets) = &mut self.buckets {
+            let gap = (index - self.newest).min(BUCKETS as i64);
+            for i in 1..=gap {
+                buckets[((self.newest + i) as usize) % BUCKETS] = 0.0;
+            }
         }
         self.newest = index;
     }
@@ -75,21 +78,23 @@ impl Window {
         let index = time_ms.div_euclid(BUCKET_MS);
         self.advance(index);
         if self.newest - index < BUCKETS as i64 {
-            self.buckets[(index as usize) % BUCKETS] += difficulty;
+            let buckets = self.buckets.get_or_insert_with(|| Box::new([0.0; BUCKETS]));
+            buckets[(index as usize) % BUCKETS] += difficulty;
         }
     }
 
-    /// Accepted difficulty over the last `span_ms` (whole buckets).
     fn sum(&mut self, now_ms: i64, span_ms: i64) -> f64 {
         self.advance(now_ms.div_euclid(BUCKET_MS));
+        let Some(buckets) = &self.buckets else {
+            return 0.0;
+        };
         let count = (span_ms / BUCKET_MS).clamp(1, BUCKETS as i64);
         (0..count)
-            .map(|back| self.buckets[((self.newest - back).rem_euclid(BUCKETS as i64)) as usize])
+            .map(|back| buckets[((self.newest - back).rem_euclid(BUCKETS as i64)) as usize])
             .sum()
     }
 }
 
-/// One worker's live numbers.
 #[derive(Debug)]
 pub struct WorkerStats {
     pub name: Arc<str>,
@@ -397,6 +402,15 @@ mod tests {
         assert_eq!(accounting.workers(Some("alice")).len(), 1);
         assert_eq!(accounting.workers(None).len(), 2);
         assert_eq!(accounting.totals.accepted.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn an_idle_window_allocates_nothing() {
+        let mut window = Window::new();
+        assert_eq!(window.sum(1_000_000_000, 600_000), 0.0);
+        assert!(window.buckets.is_none());
+        window.add(1_000_000_000, 1.0);
+        assert_eq!(window.sum(1_000_000_000, 600_000), 1.0);
     }
 
     #[test]

@@ -307,7 +307,8 @@ where
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let drain = async {
         stream.shutdown().await?;
-        let mut buf = [0u8; 4096];
+        // On the heap: an array here would be part of every session's task.
+        let mut buf = vec![0u8; 4096];
         let mut read = 0;
         while read < LINGER_BYTES {
             match stream.read(&mut buf).await? {
