@@ -11,7 +11,8 @@ use quarry_protocol::jsonrpc::{Id, Message};
 use quarry_protocol::reject::Reply;
 use quarry_protocol::target::network_difficulty;
 use quarry_protocol::{Difficulty, Extranonce};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -302,20 +303,13 @@ async fn hold_one(
     loop {
         let received = tokio::select! {
             () = stop.cancelled() => return,
-            received = conn.recv() => received,
+            received = conn.recv_line() => received,
         };
         let event = match received {
-            Ok(Some(Received {
-                at,
-                message: Message::Notification(call),
-            })) if call.method == "mining.notify" => match &conn.job {
-                Some(job) if job.clean_jobs => Event::Clean {
-                    job: job.job_id.to_string(),
-                    at,
-                },
-                _ => continue,
+            Ok(Some((at, line))) => match clean_job(&line) {
+                Some(job) => Event::Clean { job, at },
+                None => continue,
             },
-            Ok(Some(_)) => continue,
             Ok(None) => Event::Closed(format!("{worker}: closed by the pool")),
             Err(error) => Event::Closed(format!("{worker}: {error:#}")),
         };
@@ -324,6 +318,27 @@ async fn hold_one(
             return;
         }
     }
+}
+
+/// The method and parameters of a line, the parameters unparsed.
+#[derive(Deserialize)]
+struct Peek<'a> {
+    method: Option<&'a str>,
+    #[serde(borrow)]
+    params: Option<Vec<&'a RawValue>>,
+}
+
+/// The job id of a `mining.notify` with `clean_jobs = true`. Held connections
+/// only need these two fields, so the notify is not decoded further: at tens
+/// of thousands of connections, the receiving side's cost per line is part of
+/// the fan-out it measures.
+fn clean_job(line: &str) -> Option<String> {
+    let peek: Peek<'_> = serde_json::from_str(line).ok()?;
+    let params = peek.params?;
+    if peek.method != Some("mining.notify") || params.get(8)?.get() != "true" {
+        return None;
+    }
+    serde_json::from_str(params.first()?.get()).ok()
 }
 
 /// Grinds a share that solves a block on the trigger's current job, submits it,
@@ -384,4 +399,22 @@ async fn find_block(trigger: &mut Conn, prefix: &str) -> anyhow::Result<(String,
         bail!("{error:#} (the block share was answered {answer:?})");
     }
     Ok((new_job.context("new job")?, triggered))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_clean_notifies_only() {
+        let notify = |clean: bool| {
+            format!(
+                r#"{{"id":null,"method":"mining.notify","params":["1a2b","00","01","02",[],"20000000","1d00ffff","6560a1b0",{clean}]}}"#
+            )
+        };
+        assert_eq!(clean_job(&notify(true)).as_deref(), Some("1a2b"));
+        assert_eq!(clean_job(&notify(false)), None);
+        assert_eq!(clean_job(r#"{"id":3,"result":true,"error":null}"#), None);
+        assert_eq!(clean_job("not json"), None);
+    }
 }
