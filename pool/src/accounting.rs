@@ -50,6 +50,7 @@ struct Window {
     /// Allocated with the first share: most of a big pool's workers at any
     /// moment are idle connections that have not submitted yet.
     buckets: Option<Box<[f64; BUCKETS]>>,
+    /// Index (time / BUCKET_MS) of the newest bucket written.
     newest: i64,
 }
 
@@ -83,6 +84,7 @@ impl Window {
         }
     }
 
+    /// Accepted difficulty over the last `span_ms` (whole buckets).
     fn sum(&mut self, now_ms: i64, span_ms: i64) -> f64 {
         self.advance(now_ms.div_euclid(BUCKET_MS));
         let Some(buckets) = &self.buckets else {
@@ -95,6 +97,7 @@ impl Window {
     }
 }
 
+/// One worker's live numbers.
 #[derive(Debug)]
 pub struct WorkerStats {
     pub name: Arc<str>,

@@ -1,6 +1,7 @@
 //! Harness for Quarry's end-to-end tests: runs the real `quarry-pool` binary on
 //! loopback ports it picks itself, speaks raw Stratum lines to it over TCP
-//! or TLS, and runs the real `quarry-miner` against it.
+//! or TLS, and runs the real `quarry-miner` against it. [`load`] is the
+//! `quarry-load` load generator (see BENCHMARKS.md).
 
 pub mod client;
 pub mod grind;
