@@ -46,11 +46,19 @@ impl AtomicF64 {
     }
 }
 
+/// Accepted difficulty and shares per bucket (two arrays: no padding).
+#[derive(Debug)]
+struct Buckets {
+    work: [f64; BUCKETS],
+    shares: [u32; BUCKETS],
+}
+
 /// Accepted difficulty and shares per 10-second bucket over the last hour.
 #[derive(Debug)]
 struct Window {
-    buckets: Box<[f64; BUCKETS]>,
-    counts: Box<[u32; BUCKETS]>,
+    /// Allocated with the first share: most of a big pool's workers at any
+    /// moment are idle connections that have not submitted yet.
+    buckets: Option<Box<Buckets>>,
     /// Index (time / BUCKET_MS) of the newest bucket written.
     newest: i64,
 }
@@ -58,8 +66,7 @@ struct Window {
 impl Window {
     fn new() -> Window {
         Window {
-            buckets: Box::new([0.0; BUCKETS]),
-            counts: Box::new([0; BUCKETS]),
+            buckets: None,
             newest: 0,
         }
     }
@@ -68,10 +75,13 @@ impl Window {
         if index <= self.newest {
             return;
         }
-        let gap = (index - self.newest).min(BUCKETS as i64);
-        for i in 1..=gap {
-            self.buckets[((self.newest + i) as usize) % BUCKETS] = 0.0;
-            self.counts[((self.newest + i) as usize) % BUCKETS] = 0;
+        if let Some(buckets) = &mut self.buckets {
+            let gap = (index - self.newest).min(BUCKETS as i64);
+            for i in 1..=gap {
+                let slot = ((self.newest + i) as usize) % BUCKETS;
+                buckets.work[slot] = 0.0;
+                buckets.shares[slot] = 0;
+            }
         }
         self.newest = index;
     }
@@ -80,8 +90,15 @@ impl Window {
         let index = time_ms.div_euclid(BUCKET_MS);
         self.advance(index);
         if self.newest - index < BUCKETS as i64 {
-            self.buckets[(index as usize) % BUCKETS] += difficulty;
-            self.counts[(index as usize) % BUCKETS] += 1;
+            let buckets = self.buckets.get_or_insert_with(|| {
+                Box::new(Buckets {
+                    work: [0.0; BUCKETS],
+                    shares: [0; BUCKETS],
+                })
+            });
+            let slot = (index as usize) % BUCKETS;
+            buckets.work[slot] += difficulty;
+            buckets.shares[slot] += 1;
         }
     }
 
@@ -89,28 +106,30 @@ impl Window {
     fn sum(&mut self, now_ms: i64, span_ms: i64) -> f64 {
         self.advance(now_ms.div_euclid(BUCKET_MS));
         let count = (span_ms / BUCKET_MS).clamp(1, BUCKETS as i64);
-        (0..count)
-            .map(|back| self.buckets[((self.newest - back).rem_euclid(BUCKETS as i64)) as usize])
-            .sum()
+        self.range_of(self.newest - count + 1, self.newest).0
     }
-}
 
-impl Window {
     /// Accepted difficulty and shares in `[start_ms, start_ms + span_ms)`, as far as
     /// the window still holds it (whole buckets; `now_ms` ages the window first).
     fn range(&mut self, now_ms: i64, start_ms: i64, span_ms: i64) -> (f64, u64) {
         self.advance(now_ms.div_euclid(BUCKET_MS));
-        let first = start_ms
-            .div_euclid(BUCKET_MS)
-            .max(self.newest - BUCKETS as i64 + 1);
-        let last = (start_ms + span_ms - 1)
-            .div_euclid(BUCKET_MS)
-            .min(self.newest);
+        let first = start_ms.div_euclid(BUCKET_MS);
+        let last = (start_ms + span_ms - 1).div_euclid(BUCKET_MS);
+        self.range_of(first, last)
+    }
+
+    /// Totals of the buckets with indices `first..=last` that the window holds.
+    fn range_of(&self, first: i64, last: i64) -> (f64, u64) {
+        let Some(buckets) = &self.buckets else {
+            return (0.0, 0);
+        };
+        let first = first.max(self.newest - BUCKETS as i64 + 1);
+        let last = last.min(self.newest);
         (first..=last).fold((0.0, 0), |(work, shares), index| {
             let slot = index.rem_euclid(BUCKETS as i64) as usize;
             (
-                work + self.buckets[slot],
-                shares + u64::from(self.counts[slot]),
+                work + buckets.work[slot],
+                shares + u64::from(buckets.shares[slot]),
             )
         })
     }
@@ -521,6 +540,15 @@ mod tests {
         assert_eq!(accounting.workers(Some("alice")).len(), 1);
         assert_eq!(accounting.workers(None).len(), 2);
         assert_eq!(accounting.totals.accepted.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn an_idle_window_allocates_nothing() {
+        let mut window = Window::new();
+        assert_eq!(window.sum(1_000_000_000, 600_000), 0.0);
+        assert!(window.buckets.is_none());
+        window.add(1_000_000_000, 1.0);
+        assert_eq!(window.sum(1_000_000_000, 600_000), 1.0);
     }
 
     #[test]

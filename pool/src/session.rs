@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use futures_util::stream::FuturesUnordered;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use quarry_protocol::jsonrpc::{self, error_line, result_line, Call, Id, Message};
 use quarry_protocol::messages::{
     Authorize, ClientRequest, ConfigureResult, ServerMessage, Subscribe, SubscribeResult,
@@ -263,14 +263,31 @@ where
     let mut jobs = ctx.book.subscribe();
     jobs.borrow_and_update();
 
+    // Made once and re-armed, not rebuilt on every message: with many
+    // thousands of sessions woken by one job, every iteration counts.
+    let kicked = kick.cancelled();
+    tokio::pin!(kicked);
+    let timeout = tokio::time::sleep_until(session.deadline().0);
+    tokio::pin!(timeout);
     let result = loop {
         // A new block's job written by this turn's flush, for the fan-out metric.
         let mut new_block = None;
+        let deadline = session.deadline().0;
+        if timeout.deadline() != deadline {
+            timeout.as_mut().reset(deadline);
+        }
         tokio::select! {
             biased;
-            () = kick.cancelled() => break Err(if ctx.shutdown.is_cancelled() { "shutting down" } else { "kicked by the operator" }.to_owned()),
-            () = tokio::time::sleep_until(session.deadline().0) => break Err(session.deadline().1.to_owned()),
-            Some(done) = session.acks.next(), if !session.acks.is_empty() => session.finish_ack(done),
+            () = &mut kicked => break Err(if ctx.shutdown.is_cancelled() { "shutting down" } else { "kicked by the operator" }.to_owned()),
+            () = &mut timeout => break Err(session.deadline().1.to_owned()),
+            Some(done) = session.acks.next(), if !session.acks.is_empty() => {
+                session.finish_ack(done);
+                // One group commit completes many of this session's shares at
+                // once: answer all of them with one write.
+                while let Some(Some(done)) = session.acks.next().now_or_never() {
+                    session.finish_ack(done);
+                }
+            }
             changed = jobs.changed() => {
                 if changed.is_err() {
                     break Ok(());
@@ -321,7 +338,8 @@ where
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let drain = async {
         stream.shutdown().await?;
-        let mut buf = [0u8; 4096];
+        // On the heap: an array here would be part of every session's task.
+        let mut buf = vec![0u8; 4096];
         let mut read = 0;
         while read < LINGER_BYTES {
             match stream.read(&mut buf).await? {

@@ -1,7 +1,8 @@
 //! Harness for Quarry's end-to-end tests: runs the real `quarry-pool` binary on
 //! loopback ports it picks itself, speaks raw Stratum lines to it over TCP
 //! or TLS, runs the real `quarry-miner` against it, and stands in for Bitcoin Core
-//! with the replies of a real node.
+//! with the replies of a real node. [`load`] is the `quarry-load` load generator
+//! (see BENCHMARKS.md).
 
 pub mod client;
 pub mod grind;

@@ -171,6 +171,21 @@ impl Conn {
         Ok(Some(Received { at, message }))
     }
 
+    /// The next line as read, timestamped, without parsing or tracking;
+    /// `None` when the pool closed the connection.
+    ///
+    /// # Errors
+    /// A read error or an over-long line.
+    pub async fn recv_line(&mut self) -> anyhow::Result<Option<(Instant, String)>> {
+        match self.framed.next().await {
+            None => Ok(None),
+            Some(line) => Ok(Some((
+                Instant::now(),
+                line.context("reading from the pool")?,
+            ))),
+        }
+    }
+
     /// Sends a request and waits for its response (notifications meanwhile are tracked).
     async fn request(&mut self, method: &str, params: &str) -> anyhow::Result<Response> {
         let id = self.next_id();

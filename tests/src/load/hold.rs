@@ -3,6 +3,7 @@
 //! clean job each block causes is timestamped as it arrives on every socket.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,8 +12,9 @@ use quarry_protocol::jsonrpc::{Id, Message};
 use quarry_protocol::reject::Reply;
 use quarry_protocol::target::network_difficulty;
 use quarry_protocol::{Difficulty, Extranonce};
-use serde::Serialize;
-use tokio::sync::{mpsc, Semaphore};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::conn::{Conn, Endpoint, Received};
@@ -27,11 +29,77 @@ const MAX_BLOCK_DIFFICULTY: f64 = 0.01;
 /// Failure messages kept for the report.
 const KEEP_FAILURES: usize = 10;
 
-/// What the connection tasks tell the coordinator.
+/// What the connection tasks tell the coordinator (clean jobs go to [`Arrivals`]).
 enum Event {
     Ready(Result<Duration, String>),
-    Clean { job: String, at: Instant },
     Closed(String),
+}
+
+/// Where held connections record the clean jobs they read: one slot each,
+/// written without waking the coordinator until the last expected arrival,
+/// so the measuring side adds as little as possible to what it measures.
+struct Arrivals {
+    base: Instant,
+    /// Per connection: the key of the latest clean job's id, and when it was read
+    /// (nanoseconds after `base`).
+    job: Vec<AtomicU64>,
+    at: Vec<AtomicU64>,
+    count: AtomicUsize,
+    expected: AtomicUsize,
+    complete: Notify,
+}
+
+impl Arrivals {
+    fn new(connections: usize) -> Arrivals {
+        Arrivals {
+            base: Instant::now(),
+            job: (0..connections).map(|_| AtomicU64::new(0)).collect(),
+            at: (0..connections).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicUsize::new(0),
+            expected: AtomicUsize::new(usize::MAX),
+            complete: Notify::new(),
+        }
+    }
+
+    /// Starts a round in which `expected` connections will report.
+    fn expect(&self, expected: usize) {
+        self.count.store(0, Ordering::SeqCst);
+        self.expected.store(expected, Ordering::SeqCst);
+    }
+
+    /// Lowers the round's expectation (a connection closed); true when it is met.
+    fn lower(&self, expected: usize) -> bool {
+        self.expected.store(expected, Ordering::SeqCst);
+        self.count.load(Ordering::SeqCst) >= expected
+    }
+
+    fn record(&self, index: usize, job: &str, at: Instant) {
+        let nanos = u64::try_from(at.duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
+        self.job[index].store(job_key(job), Ordering::SeqCst);
+        self.at[index].store(nanos, Ordering::SeqCst);
+        if self.count.fetch_add(1, Ordering::SeqCst) + 1 == self.expected.load(Ordering::SeqCst) {
+            self.complete.notify_one();
+        }
+    }
+
+    /// When each connection that has `job` as its latest clean job read it.
+    fn of(&self, job: &str) -> Vec<Instant> {
+        let key = job_key(job);
+        self.job
+            .iter()
+            .zip(&self.at)
+            .filter(|(j, _)| j.load(Ordering::SeqCst) == key)
+            .map(|(_, at)| self.base + Duration::from_nanos(at.load(Ordering::SeqCst)))
+            .collect()
+    }
+}
+
+fn job_key(job: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    job.hash(&mut hasher);
+    // 0 marks a slot with no clean job yet.
+    hasher.finish().max(1)
 }
 
 /// One block and the clean job it caused.
@@ -150,6 +218,7 @@ pub async fn run(args: &HoldArgs) -> anyhow::Result<HoldResult> {
     let rss_before = pool.map(|p| p.rss_kib()).transpose()?;
 
     let (events, mut inbox) = mpsc::unbounded_channel();
+    let arrivals = Arc::new(Arrivals::new(args.connections));
     let stop = CancellationToken::new();
     let connecting = Arc::new(Semaphore::new(common.connect_concurrency.max(1)));
     let started = Instant::now();
@@ -160,6 +229,7 @@ pub async fn run(args: &HoldArgs) -> anyhow::Result<HoldResult> {
             common.worker(index),
             connecting.clone(),
             events.clone(),
+            arrivals.clone(),
             stop.clone(),
         ));
     }
@@ -179,7 +249,6 @@ pub async fn run(args: &HoldArgs) -> anyhow::Result<HoldResult> {
                 }
             }
             Event::Closed(reason) => closed_by_pool(&mut closed, &mut failures, reason),
-            Event::Clean { .. } => {}
         }
     }
     let connect_all = started.elapsed();
@@ -189,32 +258,35 @@ pub async fn run(args: &HoldArgs) -> anyhow::Result<HoldResult> {
     let mut rounds = Vec::with_capacity(args.blocks);
     let (mut all_from_trigger, mut all_spread) = (Vec::new(), Vec::new());
     for _ in 0..args.blocks {
+        arrivals.expect(connected - closed);
         let (job_id, triggered) = find_block(&mut trigger, &common.worker_prefix).await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(args.fanout_timeout);
-        let mut arrivals = Vec::with_capacity(connected);
-        while arrivals.len() < connected - closed {
-            let event = tokio::select! {
-                event = inbox.recv() => event.context("connection tasks ended")?,
+        loop {
+            tokio::select! {
+                () = arrivals.complete.notified() => break,
+                event = inbox.recv() => {
+                    if let Event::Closed(reason) = event.context("connection tasks ended")? {
+                        closed_by_pool(&mut closed, &mut failures, reason);
+                        if arrivals.lower(connected - closed) {
+                            break;
+                        }
+                    }
+                }
                 () = tokio::time::sleep_until(deadline) => break,
-            };
-            match event {
-                Event::Clean { job, at } if job == job_id => arrivals.push(at),
-                Event::Closed(reason) => closed_by_pool(&mut closed, &mut failures, reason),
-                Event::Clean { .. } | Event::Ready(_) => {}
             }
         }
-        let first = arrivals.iter().min().copied().unwrap_or(triggered);
-        let mut from_trigger: Vec<Duration> = arrivals
+        let arrived = arrivals.of(&job_id);
+        let first = arrived.iter().min().copied().unwrap_or(triggered);
+        let mut from_trigger: Vec<Duration> = arrived
             .iter()
             .map(|at| at.duration_since(triggered))
             .collect();
-        let mut spread: Vec<Duration> =
-            arrivals.iter().map(|at| at.duration_since(first)).collect();
+        let mut spread: Vec<Duration> = arrived.iter().map(|at| at.duration_since(first)).collect();
         all_from_trigger.extend_from_slice(&from_trigger);
         all_spread.extend_from_slice(&spread);
         rounds.push(Round {
             job_id,
-            received: arrivals.len(),
+            received: arrived.len(),
             from_trigger: Percentiles::of(&mut from_trigger),
             spread: Percentiles::of(&mut spread),
         });
@@ -276,6 +348,7 @@ async fn hold_one(
     worker: String,
     connecting: Arc<Semaphore>,
     events: mpsc::UnboundedSender<Event>,
+    arrivals: Arc<Arrivals>,
     stop: CancellationToken,
 ) {
     let Ok(permit) = connecting.acquire_owned().await else {
@@ -302,28 +375,42 @@ async fn hold_one(
     loop {
         let received = tokio::select! {
             () = stop.cancelled() => return,
-            received = conn.recv() => received,
+            received = conn.recv_line() => received,
         };
-        let event = match received {
-            Ok(Some(Received {
-                at,
-                message: Message::Notification(call),
-            })) if call.method == "mining.notify" => match &conn.job {
-                Some(job) if job.clean_jobs => Event::Clean {
-                    job: job.job_id.to_string(),
-                    at,
-                },
-                _ => continue,
-            },
-            Ok(Some(_)) => continue,
-            Ok(None) => Event::Closed(format!("{worker}: closed by the pool")),
-            Err(error) => Event::Closed(format!("{worker}: {error:#}")),
+        let reason = match received {
+            Ok(Some((at, line))) => {
+                if let Some(job) = clean_job(&line) {
+                    arrivals.record(index, &job, at);
+                }
+                continue;
+            }
+            Ok(None) => format!("{worker}: closed by the pool"),
+            Err(error) => format!("{worker}: {error:#}"),
         };
-        let closing = matches!(event, Event::Closed(_));
-        if events.send(event).is_err() || closing {
-            return;
-        }
+        let _ = events.send(Event::Closed(reason));
+        return;
     }
+}
+
+/// The method and parameters of a line, the parameters unparsed.
+#[derive(Deserialize)]
+struct Peek<'a> {
+    method: Option<&'a str>,
+    #[serde(borrow)]
+    params: Option<Vec<&'a RawValue>>,
+}
+
+/// The job id of a `mining.notify` with `clean_jobs = true`. Held connections
+/// only need these two fields, so the notify is not decoded further: at tens
+/// of thousands of connections, the receiving side's cost per line is part of
+/// the fan-out it measures.
+fn clean_job(line: &str) -> Option<String> {
+    let peek: Peek<'_> = serde_json::from_str(line).ok()?;
+    let params = peek.params?;
+    if peek.method != Some("mining.notify") || params.get(8)?.get() != "true" {
+        return None;
+    }
+    serde_json::from_str(params.first()?.get()).ok()
 }
 
 /// Grinds a share that solves a block on the trigger's current job, submits it,
@@ -384,4 +471,22 @@ async fn find_block(trigger: &mut Conn, prefix: &str) -> anyhow::Result<(String,
         bail!("{error:#} (the block share was answered {answer:?})");
     }
     Ok((new_job.context("new job")?, triggered))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_clean_notifies_only() {
+        let notify = |clean: bool| {
+            format!(
+                r#"{{"id":null,"method":"mining.notify","params":["1a2b","00","01","02",[],"20000000","1d00ffff","6560a1b0",{clean}]}}"#
+            )
+        };
+        assert_eq!(clean_job(&notify(true)).as_deref(), Some("1a2b"));
+        assert_eq!(clean_job(&notify(false)), None);
+        assert_eq!(clean_job(r#"{"id":3,"result":true,"error":null}"#), None);
+        assert_eq!(clean_job("not json"), None);
+    }
 }

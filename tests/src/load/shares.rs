@@ -231,12 +231,9 @@ pub async fn run(args: &SharesArgs) -> anyhow::Result<SharesResult> {
             let mut mismatched = Vec::new();
             let mut counted = 0;
             for (worker, tally) in &tallies {
-                let grew = after.get(worker).copied().unwrap_or(0)
-                    - before
-                        .get(worker)
-                        .copied()
-                        .unwrap_or(0)
-                        .min(after.get(worker).copied().unwrap_or(0));
+                let count =
+                    |counts: &HashMap<String, u64>| counts.get(worker).copied().unwrap_or(0);
+                let grew = count(&after).saturating_sub(count(&before));
                 counted += grew;
                 if grew != tally.accepted {
                     mismatched.push(format!(
