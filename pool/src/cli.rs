@@ -42,12 +42,16 @@ pub struct BlocksArgs {
     pub limit: usize,
 }
 
-fn fetch(url: &str) -> anyhow::Result<Value> {
-    ureq::get(url)
+async fn fetch(url: &str) -> anyhow::Result<Value> {
+    reqwest::Client::new()
+        .get(url)
         .timeout(std::time::Duration::from_secs(10))
-        .call()
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
         .with_context(|| format!("requesting {url}"))?
-        .into_json()
+        .json()
+        .await
         .with_context(|| format!("reading the JSON of {url}"))
 }
 
@@ -55,13 +59,13 @@ fn fetch(url: &str) -> anyhow::Result<Value> {
 ///
 /// # Errors
 /// The API cannot be reached or answers something else than expected.
-pub fn workers(args: &WorkersArgs) -> anyhow::Result<String> {
+pub async fn workers(args: &WorkersArgs) -> anyhow::Result<String> {
     let mut url = format!("{}/api/workers", args.api.trim_end_matches('/'));
     if let Some(account) = &args.account {
         url.push_str("?account=");
         url.push_str(&urlencode(account));
     }
-    let body = fetch(&url)?;
+    let body = fetch(&url).await?;
     if args.json {
         return Ok(serde_json::to_string_pretty(&body)? + "\n");
     }
@@ -109,13 +113,13 @@ pub fn workers(args: &WorkersArgs) -> anyhow::Result<String> {
 ///
 /// # Errors
 /// The API cannot be reached or answers something else than expected.
-pub fn blocks(args: &BlocksArgs) -> anyhow::Result<String> {
+pub async fn blocks(args: &BlocksArgs) -> anyhow::Result<String> {
     let url = format!(
         "{}/api/blocks?limit={}",
         args.api.trim_end_matches('/'),
         args.limit
     );
-    let body = fetch(&url)?;
+    let body = fetch(&url).await?;
     if args.json {
         return Ok(serde_json::to_string_pretty(&body)? + "\n");
     }

@@ -8,11 +8,11 @@ async fn main() -> anyhow::Result<()> {
         None => quarry_pool::run::run(cli.run).await,
         Some(Command::Run(args)) => quarry_pool::run::run(*args).await,
         Some(Command::Workers(args)) => {
-            print!("{}", quarry_pool::cli::workers(&args)?);
+            print!("{}", quarry_pool::cli::workers(&args).await?);
             Ok(())
         }
         Some(Command::Blocks(args)) => {
-            print!("{}", quarry_pool::cli::blocks(&args)?);
+            print!("{}", quarry_pool::cli::blocks(&args).await?);
             Ok(())
         }
     }

@@ -1,45 +1,44 @@
 //! The webhook: worker events POSTed as JSON to the operator's URL.
 //!
-//! Events go through a bounded queue to one sender thread; when the queue is full
+//! Events go through a bounded queue to one sender task; when the queue is full
 //! (the receiver is slow or down) new events are dropped and counted, so the
 //! pool never waits for the operator's server.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+use tokio::sync::mpsc::{channel, error::TrySendError, Sender};
 
 /// Events waiting to be sent, at most.
 const QUEUE: usize = 256;
 /// How long one POST may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The sending side; dropping it lets the thread finish the queue and exit.
+/// The sending side; dropping it lets the task finish the queue and end.
 pub struct Webhook {
-    queue: SyncSender<Value>,
+    queue: Sender<Value>,
     /// Events dropped because the queue was full.
     pub dropped: Arc<AtomicU64>,
 }
 
 impl Webhook {
-    /// Starts the sender thread for `url`.
+    /// Starts the sender task for `url` (on the current tokio runtime).
     ///
     /// # Errors
-    /// The thread cannot be started.
-    pub fn start(url: String) -> std::io::Result<Webhook> {
-        let (queue, events) = sync_channel::<Value>(QUEUE);
-        let agent = ureq::AgentBuilder::new().timeout(TIMEOUT).build();
-        std::thread::Builder::new()
-            .name("quarry-webhook".into())
-            .spawn(move || {
-                for event in events {
-                    if let Err(err) = agent.post(&url).send_json(&event) {
-                        tracing::warn!(%url, %err, "webhook POST failed; event dropped");
-                    }
+    /// The HTTP client cannot be built.
+    pub fn start(url: String) -> reqwest::Result<Webhook> {
+        let (queue, mut events) = channel::<Value>(QUEUE);
+        let http = reqwest::Client::builder().timeout(TIMEOUT).build()?;
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                let sent = http.post(&url).json(&event).send().await;
+                if let Err(err) = sent.and_then(reqwest::Response::error_for_status) {
+                    tracing::warn!(%url, %err, "webhook POST failed; event dropped");
                 }
-            })?;
+            }
+        });
         Ok(Webhook {
             queue,
             dropped: Arc::new(AtomicU64::new(0)),
@@ -50,7 +49,7 @@ impl Webhook {
     pub fn send(&self, event: Value) {
         match self.queue.try_send(event) {
             Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+            Err(TrySendError::Full(_) | TrySendError::Closed(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -91,10 +90,35 @@ mod tests {
         assert_eq!(webhook.dropped.load(Ordering::Relaxed), 0);
     }
 
-    #[test]
-    fn a_full_queue_drops_instead_of_blocking() {
+    /// https URLs are spoken over TLS and the receiver's certificate is
+    /// verified: a self-signed one that no platform root vouches for is refused
+    /// by the webhook during the handshake.
+    #[tokio::test]
+    async fn speaks_tls_to_https_receivers_and_verifies_their_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = crate::tls::Tls::load(crate::tls::CertSource::SelfSigned {
+            dir: dir.path().to_owned(),
+        })
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let webhook = Webhook::start(format!("https://localhost:{port}/hook")).unwrap();
+        webhook.send(json!({"event": "worker_status"}));
+        let (stream, _) = listener.accept().await.unwrap();
+        let Err(refused) = tls.acceptor().accept(stream).await else {
+            panic!("the webhook trusted a self-signed certificate");
+        };
+        assert!(
+            refused.to_string().contains("UnknownCA")
+                || refused.to_string().contains("BadCertificate"),
+            "{refused}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_instead_of_blocking() {
         // A receiver that accepts connections (in the kernel's backlog) but
-        // never answers: the sending thread is stuck on its first event, so
+        // never answers: the sending task is stuck on its first event, so
         // whatever overflows the queue must be dropped, however fast it runs.
         let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/hook", silent.local_addr().unwrap());
@@ -102,7 +126,7 @@ mod tests {
         for i in 0..(QUEUE + 100) {
             webhook.send(serde_json::json!({ "n": i }));
         }
-        // The thread takes at most a few events in the meantime; the rest overflowed.
+        // The task takes at most a few events in the meantime; the rest overflowed.
         assert!(webhook.dropped.load(Ordering::Relaxed) >= 90);
     }
 }
