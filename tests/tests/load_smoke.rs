@@ -105,3 +105,41 @@ fn every_honest_share_over_tls_is_acknowledged_and_counted() {
     let totals = pool.api_get("/api/pool");
     assert_eq!(totals["accepted"], 4000, "{totals:#}");
 }
+
+/// `quarry-floor`, killed when dropped.
+struct Floor(std::process::Child);
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_fan_out_floor_serves_quarry_load_hold() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+
+    let mut floor = Floor(
+        Command::new(env!("CARGO_BIN_EXE_quarry-floor"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting quarry-floor"),
+    );
+    let mut address = String::new();
+    std::io::BufReader::new(floor.0.stdout.take().expect("stdout"))
+        .read_line(&mut address)
+        .expect("quarry-floor's address");
+    let url = format!("stratum+tcp://{}", address.trim());
+    let report = load(&["hold", "-o", &url, "-n", "200", "--blocks", "2"]);
+
+    assert_eq!(report["connected"], 200, "{report:#}");
+    assert_eq!(report["failed"], 0, "{report:#}");
+    let rounds = report["rounds"].as_array().expect("rounds");
+    assert_eq!(rounds.len(), 2, "{report:#}");
+    for round in rounds {
+        assert_eq!(round["received"], 200, "{report:#}");
+    }
+}
