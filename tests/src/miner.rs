@@ -66,6 +66,11 @@ impl MinerProcess {
         self.output.iter().any(|l| l.contains(needle))
     }
 
+    /// Reads every line printed so far, without waiting.
+    pub fn drain(&mut self) {
+        self.output.extend(self.lines.try_iter());
+    }
+
     /// Everything read so far, for failure messages.
     pub fn transcript(&self) -> String {
         self.output.join("\n")
