@@ -208,7 +208,10 @@ impl Pool {
         });
         background.spawn(source.run(solved_rx, config.job_interval, shutdown.clone()));
         let webhook = match &config.watch.webhook {
-            Some(url) => Some(Webhook::start(url.clone()).context("starting the webhook sender")?),
+            Some(url) => Some(
+                Webhook::start(url.clone(), ctx.metrics.webhook.clone())
+                    .context("starting the webhook sender")?,
+            ),
             None => None,
         };
         let history = HistoryWriter::new(ctx.accounting.clone(), ctx.store.clone(), now_ms());

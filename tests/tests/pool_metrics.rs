@@ -151,6 +151,11 @@ async fn metrics_parse_and_agree_with_the_api() {
     assert!(value(&metrics, "quarry_store_commit_seconds_count", &[]) >= 1.0);
     assert!(value(&metrics, "quarry_store_batch_size_count", &[]) >= 1.0);
     assert_eq!(value(&metrics, "quarry_worker_difficulty_count", &[]), 1.0);
+    // No webhook configured: its outcomes are exposed, all zero.
+    for outcome in ["sent", "failed", "dropped"] {
+        let labels = [("outcome", outcome)];
+        assert_eq!(value(&metrics, "quarry_webhook_events_total", &labels), 0.0);
+    }
     assert!(value(&metrics, "process_resident_memory_bytes", &[]) > 0.0);
     assert!(value(&metrics, "process_open_fds", &[]) > 0.0);
     assert!(value(&metrics, "process_cpu_seconds_total", &[]) >= 0.0);

@@ -26,6 +26,7 @@ pub use histogram::AtomicHistogram;
 use crate::limits::Refusal;
 use crate::session::Context;
 use crate::store::RejectKind;
+use crate::watch::webhook::Deliveries;
 use crate::watch::Status;
 
 /// Upper bounds of the share-difficulty distribution: powers of ten.
@@ -58,6 +59,8 @@ pub struct Metrics {
     pub share_validation: AtomicHistogram,
     /// Time from a new block's job to the last session it was written to.
     pub fanout: FanOut,
+    /// What became of the webhook's events.
+    pub webhook: Arc<Deliveries>,
 }
 
 impl Metrics {
@@ -72,6 +75,7 @@ impl Metrics {
             tls_failures: Default::default(),
             share_validation: AtomicHistogram::new(histogram::LATENCY_SECONDS),
             fanout: FanOut::new(),
+            webhook: Arc::default(),
         }
     }
 
@@ -283,6 +287,17 @@ impl prometheus_client::collector::Collector for Scrape {
             &[
                 ([("reason", "error")], load(&metrics.tls_failures[0])),
                 ([("reason", "timeout")], load(&metrics.tls_failures[1])),
+            ],
+        )?;
+        family(
+            &mut enc,
+            "quarry_webhook_events",
+            "Worker events for the webhook, by outcome: sent, failed (the POST failed) or dropped (queue full).",
+            MetricType::Counter,
+            &[
+                ([("outcome", "sent")], load(&metrics.webhook.sent)),
+                ([("outcome", "failed")], load(&metrics.webhook.failed)),
+                ([("outcome", "dropped")], load(&metrics.webhook.dropped)),
             ],
         )?;
         family(
