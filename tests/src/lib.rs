@@ -13,4 +13,4 @@ pub mod process;
 
 pub use client::Client;
 pub use miner::MinerProcess;
-pub use process::PoolProcess;
+pub use process::{Killed, PoolProcess};

@@ -38,6 +38,16 @@ pub fn binary(package: &str, name: &str) -> PathBuf {
     path
 }
 
+/// A child process that is killed (and reaped) when dropped.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A running `quarry-pool`.
 pub struct PoolProcess {
     child: Child,

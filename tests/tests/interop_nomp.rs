@@ -14,12 +14,12 @@ use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use quarry_miner::tls::Fingerprint;
-use quarry_tests::MinerProcess;
+use quarry_tests::{Killed, MinerProcess};
 use serde_json::Value;
 
 /// Valid shares, previous blocks (clean jobs) and difficulties the run must span.
@@ -28,15 +28,6 @@ const HEIGHTS: usize = 2;
 const DIFFICULTIES: usize = 2;
 /// Seconds between new previous blocks in the stand-in node.
 const BLOCK_SECONDS: &str = "20";
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn interop_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/nomp")

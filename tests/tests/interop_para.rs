@@ -8,25 +8,16 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use quarry_tests::PoolProcess;
+use quarry_tests::{Killed, PoolProcess};
 use serde_json::Value;
 
 /// para insists that the account part is a Bitcoin address.
 const ADDRESS: &str = "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4";
 /// Shares each run must see acknowledged.
 const SHARES: u64 = 150;
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn para_binary() -> Option<String> {
     match std::env::var("QUARRY_PARA") {

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use quarry_tests::PoolProcess;
+use quarry_tests::{Killed, PoolProcess};
 use serde_json::Value;
 
 /// Runs `quarry-load args…` and returns its JSON report; fails on a non-zero exit.
@@ -106,22 +106,12 @@ fn every_honest_share_over_tls_is_acknowledged_and_counted() {
     assert_eq!(totals["accepted"], 4000, "{totals:#}");
 }
 
-/// `quarry-floor`, killed when dropped.
-struct Floor(std::process::Child);
-
-impl Drop for Floor {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn the_fan_out_floor_serves_quarry_load_hold() {
     use std::io::BufRead;
     use std::process::Stdio;
 
-    let mut floor = Floor(
+    let mut floor = Killed(
         Command::new(env!("CARGO_BIN_EXE_quarry-floor"))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
