@@ -144,6 +144,17 @@ impl JobBook {
         Some((wire, job))
     }
 
+    /// Whether shares on `job` can still be accepted: it is known and of the
+    /// current height (not retired, not stale).
+    pub fn is_live(&self, job: &Job) -> bool {
+        job.height() == self.height()
+            && self
+                .jobs
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&job.id)
+    }
+
     /// The height current jobs build; jobs below it are stale.
     pub fn height(&self) -> u64 {
         self.height.load(Ordering::Acquire)
@@ -232,4 +243,47 @@ fn announcement(job: Arc<Job>, clean: bool) -> Arc<Announcement> {
         job,
         published: Instant::now(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use bitcoin::hashes::Hash;
+    use bitcoin::{BlockHash, ScriptBuf};
+
+    use super::*;
+    use crate::chain::{ChainParams, EmbeddedChain};
+
+    fn template() -> Template {
+        let chain = EmbeddedChain::open(
+            ChainParams::new(ScriptBuf::from_bytes(vec![0x51])),
+            Vec::new(),
+        )
+        .expect("a fresh chain");
+        chain.template(1_700_000_000)
+    }
+
+    #[test]
+    fn a_job_is_live_until_retired_or_a_new_block() {
+        let first = template();
+        let book = JobBook::new(first.clone());
+        let job = book.current().job.clone();
+        assert!(book.is_live(&job));
+
+        // A refresh of the same height keeps the older job live.
+        let refresh = book.publish(first.clone());
+        assert!(book.is_live(&job) && book.is_live(&refresh));
+
+        // A new block makes it stale.
+        let next = book.publish(Template {
+            height: first.height + 1,
+            prev_hash: BlockHash::from_byte_array([7; 32]),
+            ..first
+        });
+        assert!(!book.is_live(&job));
+        assert!(book.is_live(&next));
+
+        // A retired book vouches for nothing.
+        book.retire();
+        assert!(!book.is_live(&next));
+    }
 }

@@ -602,16 +602,23 @@ impl Session {
     /// (which may be half a minute away): `set_difficulty`, then the job the
     /// miner has under a wire id of this session's, since miners apply a new
     /// difficulty from the next notify. A fast miner that starts far too low
-    /// is raised before its share rate trips the rate limit.
+    /// is raised before its share rate trips the rate limit. Nothing is sent
+    /// when the difficulty did not change, and the job is not re-announced
+    /// once it is void (retired or stale): the next job carries the change.
     fn announce_difficulty_now(&mut self) {
         let Some(job) = self.last_job.clone() else {
             return;
         };
-        self.variant = self.variant.checked_add(1).unwrap_or(1);
-        let (wire_id, line) = job.variant(self.variant);
+        if self.vardiff.current() == self.difficulty {
+            return;
+        }
         self.send_difficulty();
-        self.remember(wire_id);
-        self.out.push(line.into());
+        if self.ctx.book.is_live(&job.job) {
+            self.variant = self.variant.checked_add(1).unwrap_or(1);
+            let (wire_id, line) = job.variant(self.variant);
+            self.remember(wire_id);
+            self.out.push(line.into());
+        }
     }
 
     /// Queues `set_difficulty` with the difficulty vardiff wants.

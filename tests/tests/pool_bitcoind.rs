@@ -286,8 +286,9 @@ async fn the_pool_waits_out_sync_fails_over_and_survives_the_node_going_away() {
     }
 
     // The node comes back: a fresh job, and shares count again. (A vardiff
-    // change re-announces the job of the moment, which is void now: forget the
-    // notifies read so far; any such re-announcement came before the last reply.)
+    // change may have re-announced the job before the node went away: forget
+    // the notifies read so far; any such re-announcement came before the last
+    // reply, and none is sent for a retired job.)
     client
         .pending
         .retain(|message| message["method"] != "mining.notify");
