@@ -9,13 +9,14 @@
 //! It prints its listening address on stdout and each fan-out's write time on
 //! stderr.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::Instant;
 
 use clap::Parser;
+use serde_json::{json, Value};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -54,13 +55,8 @@ fn notify(job: u64) -> String {
     )
 }
 
-/// The raw `id` of a request line, for the reply.
-fn request_id(line: &str) -> &str {
-    line.split("\"id\":")
-        .nth(1)
-        .and_then(|rest| rest.split([',', '}']).next())
-        .map_or("null", str::trim)
-}
+/// The longest request line read; a longer one closes the connection.
+const MAX_LINE: u64 = 16 * 1024;
 
 /// Answers one connection's handshake; keeps reading only the connection
 /// whose worker is the trigger (`*.trigger`), whose submits start fan-outs.
@@ -75,31 +71,49 @@ fn serve(
     let stream = Arc::new(stream);
     let mut reader = BufReader::with_capacity(512, &*stream);
     let mut line = String::new();
-    while reader.read_line(&mut line)? > 0 {
-        let id = request_id(&line);
-        let ok = format!("{{\"id\":{id},\"result\":true,\"error\":null}}\n");
-        if line.contains("\"mining.subscribe\"") {
-            let current = notify(*job.lock().expect("job lock"));
-            let reply = format!(
-                "{{\"id\":{id},\"result\":[[[\"mining.notify\",\"{index:08x}\"]],\"{index:08x}\",4],\"error\":null}}\n\
-                 {{\"id\":null,\"method\":\"mining.set_difficulty\",\"params\":[1]}}\n{current}"
-            );
-            (&*stream).write_all(reply.as_bytes())?;
-        } else if line.contains("\"mining.authorize\"") {
-            (&*stream).write_all(ok.as_bytes())?;
-            registry.lock().expect("registry lock").push(stream.clone());
-            if !line.contains(".trigger\"") {
-                return Ok(());
-            }
-        } else if line.contains("\"mining.submit\"") {
-            (&*stream).write_all(ok.as_bytes())?;
-            let mut job = job.lock().expect("job lock");
-            *job += 1;
-            fan_out(&notify(*job), registry, writers);
-        }
+    loop {
         line.clear();
+        if (&mut reader).take(MAX_LINE).read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        if !line.ends_with('\n') && line.len() as u64 == MAX_LINE {
+            return Err(std::io::Error::other("request line too long"));
+        }
+        let Ok(request) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        let id = &request["id"];
+        let ok = json!({"id": id, "result": true, "error": null}).to_string() + "\n";
+        match request["method"].as_str() {
+            Some("mining.subscribe") => {
+                let subscribed = json!({
+                    "id": id,
+                    "result": [[["mining.notify", format!("{index:08x}")]], format!("{index:08x}"), 4],
+                    "error": null,
+                });
+                let current = notify(*job.lock().expect("job lock"));
+                let reply = format!(
+                    "{subscribed}\n{{\"id\":null,\"method\":\"mining.set_difficulty\",\"params\":[1]}}\n{current}"
+                );
+                (&*stream).write_all(reply.as_bytes())?;
+            }
+            Some("mining.authorize") => {
+                (&*stream).write_all(ok.as_bytes())?;
+                registry.lock().expect("registry lock").push(stream.clone());
+                let worker = request["params"][0].as_str().unwrap_or_default();
+                if !worker.ends_with(".trigger") {
+                    return Ok(());
+                }
+            }
+            Some("mining.submit") => {
+                (&*stream).write_all(ok.as_bytes())?;
+                let mut job = job.lock().expect("job lock");
+                *job += 1;
+                fan_out(&notify(*job), registry, writers);
+            }
+            _ => {}
+        }
     }
-    Ok(())
 }
 
 /// Writes `line` to every registered connection from `writers` threads.
