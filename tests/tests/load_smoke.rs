@@ -22,6 +22,19 @@ fn load(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("JSON report ({e}):\n{stderr}"))
 }
 
+/// A `hold` report in which all `miners` connected and stayed, and each of
+/// `blocks` clean jobs reached every one of them.
+fn every_miner_saw_every_block(report: &Value, miners: u64, blocks: usize) {
+    assert_eq!(report["connected"], miners, "{report:#}");
+    assert_eq!(report["failed"], 0, "{report:#}");
+    assert_eq!(report["closed"], 0, "{report:#}");
+    let rounds = report["rounds"].as_array().expect("rounds");
+    assert_eq!(rounds.len(), blocks, "{report:#}");
+    for round in rounds {
+        assert_eq!(round["received"], miners, "{report:#}");
+    }
+}
+
 #[test]
 fn a_thousand_miners_each_receive_every_blocks_clean_job() {
     let dir = tempfile::tempdir().unwrap();
@@ -33,14 +46,7 @@ fn a_thousand_miners_each_receive_every_blocks_clean_job() {
     let url = format!("stratum+tcp://{}", pool.tcp);
     let report = load(&["hold", "-o", &url, "-n", "1000", "--blocks", "2"]);
 
-    assert_eq!(report["connected"], 1000, "{report:#}");
-    assert_eq!(report["failed"], 0, "{report:#}");
-    assert_eq!(report["closed"], 0, "{report:#}");
-    let rounds = report["rounds"].as_array().expect("rounds");
-    assert_eq!(rounds.len(), 2, "{report:#}");
-    for round in rounds {
-        assert_eq!(round["received"], 1000, "{report:#}");
-    }
+    every_miner_saw_every_block(&report, 1000, 2);
     // The pool recorded both blocks, found by the trigger connection.
     let blocks = pool.api_get("/api/blocks");
     let blocks = blocks["blocks"].as_array().expect("blocks");
@@ -125,11 +131,5 @@ fn the_fan_out_floor_serves_quarry_load_hold() {
     let url = format!("stratum+tcp://{}", address.trim());
     let report = load(&["hold", "-o", &url, "-n", "200", "--blocks", "2"]);
 
-    assert_eq!(report["connected"], 200, "{report:#}");
-    assert_eq!(report["failed"], 0, "{report:#}");
-    let rounds = report["rounds"].as_array().expect("rounds");
-    assert_eq!(rounds.len(), 2, "{report:#}");
-    for round in rounds {
-        assert_eq!(round["received"], 200, "{report:#}");
-    }
+    every_miner_saw_every_block(&report, 200, 2);
 }
