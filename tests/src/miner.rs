@@ -1,14 +1,13 @@
 //! The miner as a child process, and waiting on what it logs or what a pool's API
 //! shows, with deadlines.
 
-use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::process::{binary, PoolProcess};
+use crate::process::{binary, forward, PoolProcess};
 
 /// A running `quarry-miner`; its stdout and stderr lines are collected.
 pub struct MinerProcess {
@@ -16,16 +15,6 @@ pub struct MinerProcess {
     lines: mpsc::Receiver<String>,
     /// Every line read so far.
     pub output: Vec<String>,
-}
-
-fn forward(stream: impl Read + Send + 'static, tx: mpsc::Sender<String>) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
 }
 
 impl MinerProcess {

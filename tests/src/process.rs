@@ -38,6 +38,17 @@ pub fn binary(package: &str, name: &str) -> PathBuf {
     path
 }
 
+/// Sends every line of `stream` (a child's stdout or stderr) to `tx`, from a thread.
+pub fn forward(stream: impl std::io::Read + Send + 'static, tx: mpsc::Sender<String>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+}
+
 /// A child process that is killed (and reaped) when dropped.
 pub struct Killed(pub Child);
 

@@ -11,7 +11,7 @@
 //! (as in CI), when it fails.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -19,6 +19,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use quarry_miner::tls::Fingerprint;
+use quarry_tests::process::forward;
 use quarry_tests::{Killed, MinerProcess};
 use serde_json::Value;
 
@@ -67,19 +68,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Forwards the lines of `stream` to a channel.
-fn forward(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
 /// Spawns `command`; returns it with channels of its stdout and stderr lines.
 fn spawn(mut command: Command) -> (Killed, mpsc::Receiver<String>, mpsc::Receiver<String>) {
     let mut child = command
@@ -87,8 +75,10 @@ fn spawn(mut command: Command) -> (Killed, mpsc::Receiver<String>, mpsc::Receive
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawning a helper");
-    let stdout = forward(child.stdout.take().unwrap());
-    let stderr = forward(child.stderr.take().unwrap());
+    let (out_tx, stdout) = mpsc::channel();
+    let (err_tx, stderr) = mpsc::channel();
+    forward(child.stdout.take().unwrap(), out_tx);
+    forward(child.stderr.take().unwrap(), err_tx);
     (Killed(child), stdout, stderr)
 }
 
