@@ -14,3 +14,14 @@ pub mod process;
 pub use client::Client;
 pub use miner::MinerProcess;
 pub use process::{Killed, PoolProcess};
+
+/// For a test that needs an outside program: says why it skips, or fails when
+/// the environment variable `required` is set (as CI sets it), so it cannot
+/// skip where it must run.
+pub fn skip_unless_required(required: &str, why: &str) {
+    assert!(
+        std::env::var_os(required).is_none(),
+        "{required} is set but {why}"
+    );
+    eprintln!("SKIPPED: {why}");
+}

@@ -169,11 +169,10 @@ where
 #[tokio::test(flavor = "multi_thread")]
 async fn dashboard_shows_live_workers_and_chart() {
     let Some(chromedriver) = find_on_path("chromedriver") else {
-        assert!(
-            std::env::var_os("QUARRY_REQUIRE_BROWSER").is_none(),
-            "QUARRY_REQUIRE_BROWSER is set but chromedriver is not on PATH"
+        quarry_tests::skip_unless_required(
+            "QUARRY_REQUIRE_BROWSER",
+            "chromedriver is not on PATH (apt-get install chromium chromium-driver)",
         );
-        eprintln!("SKIPPED: chromedriver not found (apt-get install chromium chromium-driver)");
         return;
     };
     let dir = tempfile::tempdir().unwrap();
