@@ -197,6 +197,12 @@ impl WorkerStats {
         }
     }
 
+    /// When this process first saw the worker (the distant past for one
+    /// restored from the store).
+    pub fn first_seen_ms(&self) -> i64 {
+        self.first_seen_ms
+    }
+
     /// Hashrate over the last `span_ms`, in hashes per second.
     fn hashrate(&self, now_ms: i64, span_ms: i64) -> f64 {
         let sum = self
@@ -355,7 +361,11 @@ impl Accounting {
     pub fn restore(totals: Vec<WorkerTotals>, recent: Vec<(String, i64, f64)>) -> Accounting {
         let now = now_ms();
         let accounting = Accounting::default();
-        accounting.started_ms.store(now, Ordering::Relaxed);
+        // The pool's numbers cover this run and the shares restored with it.
+        let oldest = recent.iter().map(|(_, at, _)| *at).min().unwrap_or(now);
+        accounting
+            .started_ms
+            .store(oldest.min(now), Ordering::Relaxed);
         // Restored history covers the past: no young-window correction for these.
         let restored = |name: &str| accounting.worker_seen_since(name, i64::MIN / 2);
         for t in totals {
@@ -492,17 +502,23 @@ impl Accounting {
         self.workers.get(worker).map(|s| s.view(now_ms()))
     }
 
-    /// Pool hashrate over `span_ms`.
-    pub fn pool_hashrate(&self, span_ms: i64) -> f64 {
-        let now = now_ms();
-        let sum = self.pool_window(|w| w.sum(now, span_ms));
-        let started = self.started_ms.load(Ordering::Relaxed);
-        let observed = if started == 0 {
-            span_ms
-        } else {
-            (now - started).clamp(BUCKET_MS, span_ms)
-        };
-        hashrate(sum, observed as f64 / 1000.0)
+    /// Pool hashrate over the last `span_ms` as of `now_ms`, or over the time
+    /// observed when that is shorter.
+    pub fn pool_hashrate(&self, now_ms: i64, span_ms: i64) -> f64 {
+        let sum = self.pool_window(|w| w.sum(now_ms, span_ms));
+        hashrate(sum, self.observed_ms(now_ms, span_ms) as f64 / 1000.0)
+    }
+
+    /// How much of the last `span_ms` the pool's numbers cover (at least one
+    /// bucket): what the pool's hashrates are averaged over.
+    pub fn observed_ms(&self, now_ms: i64, span_ms: i64) -> i64 {
+        (now_ms - self.observed_since()).clamp(BUCKET_MS, span_ms)
+    }
+
+    /// When the pool's numbers start (Unix ms): this run's start or the oldest
+    /// share restored with it; the distant past for a default `Accounting`.
+    pub fn observed_since(&self) -> i64 {
+        self.started_ms.load(Ordering::Relaxed)
     }
 
     /// Pool-wide accepted difficulty and shares in `[start_ms, start_ms + span_ms)`

@@ -185,6 +185,7 @@ async fn pool(State(ctx): State<Arc<Context>>) -> Json<Value> {
     let accounting = &ctx.accounting;
     let totals = &accounting.totals;
     let job = ctx.book.current();
+    let now = now_ms();
     Json(json!({
         "accepted": totals.accepted.load(Ordering::Relaxed),
         "accepted_difficulty": accounting.accepted_difficulty(),
@@ -192,9 +193,11 @@ async fn pool(State(ctx): State<Arc<Context>>) -> Json<Value> {
         "sessions": totals.sessions.load(Ordering::Relaxed),
         "workers": accounting.workers(None).len(),
         "blocks_found": totals.blocks.load(Ordering::Relaxed),
-        "hashrate_1m": accounting.pool_hashrate(60_000),
-        "hashrate_10m": accounting.pool_hashrate(600_000),
-        "hashrate_1h": accounting.pool_hashrate(3_600_000),
+        "hashrate_1m": accounting.pool_hashrate(now, 60_000),
+        "hashrate_10m": accounting.pool_hashrate(now, 600_000),
+        "hashrate_1h": accounting.pool_hashrate(now, 3_600_000),
+        // What the hashrates average over while the pool is younger than their spans.
+        "observed_seconds": accounting.observed_ms(now, 3_600_000) / 1000,
         "height": job.job.height(),
         "network_difficulty": job.job.network_difficulty,
     }))

@@ -5,12 +5,17 @@
 //! `coinb1` and `coinb2`, the non-witness serialization Stratum sends (STRATUM.md §6):
 //!
 //! ```text
-//! scriptSig = <BIP34 height> <push of extranonce_len bytes: en1 || en2> [<pool tag>]
-//!             \____________ coinb1 ends here, after the push opcode ___/
+//! scriptSig = <BIP34 height> <push: en1 || en2 || variant> [<pool tag>]
+//!             coinb1 ends after the push opcode ^   coinb2 starts at ^ variant
 //! ```
 //!
 //! The extranonce is push data inside the scriptSig, exactly where ckpool and
-//! node-stratum-pool put it, so any extranonce keeps the scriptSig valid.
+//! node-stratum-pool put it, so any extranonce keeps the scriptSig valid. The
+//! same push ends with [`VARIANT_LEN`] bytes of the pool's own, the first bytes
+//! of `coinb2`: zero in a job as first announced, and different in every
+//! variant of it the pool hands one miner (a job re-announced at a new
+//! difficulty, or to a resumed session), so a variant is new work even for a
+//! miner that starts its search over on every notify.
 
 use bitcoin::absolute::LockTime;
 use bitcoin::block::Header;
@@ -24,9 +29,14 @@ use bitcoin::{
 /// `bad-cb-length`).
 pub const SCRIPT_SIG_LEN: std::ops::RangeInclusive<usize> = 2..=100;
 
-/// The largest extranonce a single-byte push opcode (`OP_PUSHBYTES_1..=75`) carries, so
-/// that `coinb1` ends with exactly one push-length byte.
-pub const MAX_EXTRANONCE_LEN: usize = 75;
+/// Bytes at the start of `coinb2`, inside the extranonce push, that tell a job's
+/// variants apart (see the module doc).
+pub const VARIANT_LEN: usize = 2;
+
+/// The largest extranonce that, with the variant bytes, a single-byte push opcode
+/// (`OP_PUSHBYTES_1..=75`) carries, so that `coinb1` ends with exactly one
+/// push-length byte.
+pub const MAX_EXTRANONCE_LEN: usize = 75 - VARIANT_LEN;
 
 /// The first bytes of a BIP141 witness commitment output script:
 /// `OP_RETURN OP_PUSHBYTES_36 aa21a9ed`.
@@ -61,11 +71,19 @@ pub struct CoinbaseSpec<'a> {
 pub struct CoinbaseParts {
     /// Bytes before the extranonce; ends with the extranonce push opcode.
     pub coinb1: Vec<u8>,
-    /// Bytes after the extranonce: the pool tag push, the sequence, outputs and locktime.
+    /// Bytes after the extranonce: the variant bytes (zero), the pool tag push, the
+    /// sequence, outputs and locktime.
     pub coinb2: Vec<u8>,
 }
 
 impl CoinbaseParts {
+    /// `coinb2` of the job's `variant`.
+    pub fn coinb2_variant(&self, variant: u16) -> Vec<u8> {
+        let mut coinb2 = self.coinb2.clone();
+        set_variant(&mut coinb2, variant);
+        coinb2
+    }
+
     /// Concatenates `coinb1 || extranonce || coinb2`, the coinbase a miner hashes.
     pub fn with_extranonce(&self, extranonce: &[u8]) -> Vec<u8> {
         let mut tx = Vec::with_capacity(self.coinb1.len() + extranonce.len() + self.coinb2.len());
@@ -74,6 +92,13 @@ impl CoinbaseParts {
         tx.extend_from_slice(&self.coinb2);
         tx
     }
+}
+
+/// Writes `variant` into the variant bytes at the start of `coinb2`, which is
+/// the whole coinbase's tail from there on (`coinb2` or the bytes after the
+/// extranonce).
+pub fn set_variant(coinb2: &mut [u8], variant: u16) {
+    coinb2[..VARIANT_LEN].copy_from_slice(&variant.to_le_bytes());
 }
 
 /// Why a coinbase could not be built or a block could not be assembled.
@@ -162,7 +187,7 @@ pub fn build(spec: &CoinbaseSpec) -> Result<CoinbaseParts, CoinbaseError> {
             .map_err(|_| CoinbaseError::PoolTag(spec.pool_tag.len()))?;
         script::Builder::new().push_slice(push).into_script()
     };
-    let extranonce_push = 1 + spec.extranonce_len;
+    let extranonce_push = 1 + spec.extranonce_len + VARIANT_LEN;
     let total = height.len() + extranonce_push + tag.len();
     if !SCRIPT_SIG_LEN.contains(&total) {
         return Err(CoinbaseError::ScriptSigLen {
@@ -184,9 +209,9 @@ pub fn build(spec: &CoinbaseSpec) -> Result<CoinbaseParts, CoinbaseError> {
     // placeholder zeros it is an ordinary `OP_PUSHBYTES_n` push.
     let mut script_sig = Vec::with_capacity(total);
     script_sig.extend_from_slice(height.as_bytes());
-    script_sig.push(spec.extranonce_len as u8);
+    script_sig.push((spec.extranonce_len + VARIANT_LEN) as u8);
     let slot_in_script = script_sig.len();
-    script_sig.resize(slot_in_script + spec.extranonce_len, 0);
+    script_sig.resize(slot_in_script + spec.extranonce_len + VARIANT_LEN, 0);
     script_sig.extend_from_slice(tag.as_bytes());
 
     let mut output = vec![TxOut {
@@ -321,9 +346,10 @@ mod tests {
             let parts = build(&spec(height, &payout)).unwrap();
             assert_eq!(
                 parts.coinb1.last(),
-                Some(&8),
-                "coinb1 ends with the push length"
+                Some(&10),
+                "coinb1 ends with the push length: extranonce and variant"
             );
+            assert_eq!(parts.coinb2[..VARIANT_LEN], [0, 0]);
             for extranonce in [[0u8; 8], [0xff; 8], *b"\x01\x4c\x4d\x4e\x00\x6a\x51\x00"] {
                 let raw = parts.with_extranonce(&extranonce);
                 let tx: Transaction = bitcoin::consensus::deserialize(&raw).unwrap();
@@ -384,8 +410,8 @@ mod tests {
     #[test]
     fn script_sig_is_bounded() {
         let payout = payout();
-        // height push 4 + extranonce push 9 + tag push 2+85 (OP_PUSHDATA1) = 100 bytes.
-        let tag = [b'q'; 85];
+        // height push 4 + extranonce push 11 + tag push 2+83 (OP_PUSHDATA1) = 100 bytes.
+        let tag = [b'q'; 83];
         let ok = CoinbaseSpec {
             pool_tag: &tag,
             ..spec(500_000, &payout)
@@ -395,7 +421,7 @@ mod tests {
             bitcoin::consensus::deserialize(&parts.with_extranonce(&[0; 8])).unwrap();
         assert_eq!(tx.input[0].script_sig.len(), 100);
 
-        let tag = [b'q'; 86];
+        let tag = [b'q'; 84];
         let err = build(&CoinbaseSpec {
             pool_tag: &tag,
             ..spec(500_000, &payout)
@@ -403,11 +429,11 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "coinbase scriptsig is 101 bytes (height push 4, extranonce push 9, pool tag push 88), \
+            "coinbase scriptsig is 101 bytes (height push 4, extranonce push 11, pool tag push 86), \
              must be 2..=100 bytes"
         );
 
-        for extranonce_len in [0, 76] {
+        for extranonce_len in [0, 74] {
             let err = build(&CoinbaseSpec {
                 extranonce_len,
                 pool_tag: b"",
@@ -416,7 +442,7 @@ mod tests {
             .unwrap_err();
             assert!(matches!(err, CoinbaseError::ExtranonceLen { got } if got == extranonce_len));
         }
-        // The smallest scriptSig: OP_0 and a one-byte extranonce push.
+        // The smallest scriptSig: OP_0 and the push of a one-byte extranonce and the variant.
         let parts = build(&CoinbaseSpec {
             extranonce_len: 1,
             pool_tag: b"",
@@ -425,7 +451,26 @@ mod tests {
         .unwrap();
         let tx: Transaction =
             bitcoin::consensus::deserialize(&parts.with_extranonce(&[0])).unwrap();
-        assert_eq!(tx.input[0].script_sig.as_bytes(), [0x00, 0x01, 0x00]);
+        assert_eq!(tx.input[0].script_sig.as_bytes(), [0x00, 0x03, 0x00, 0, 0]);
+    }
+
+    #[test]
+    fn variants_differ_only_in_the_variant_bytes_and_stay_valid() {
+        let payout = payout();
+        let parts = build(&spec(500_000, &payout)).unwrap();
+        let base = parts.with_extranonce(&[7; 8]);
+        let variant = CoinbaseParts {
+            coinb2: parts.coinb2_variant(0x0102),
+            ..parts.clone()
+        }
+        .with_extranonce(&[7; 8]);
+        let differing: Vec<usize> = (0..base.len()).filter(|&i| base[i] != variant[i]).collect();
+        let at = parts.coinb1.len() + 8;
+        assert_eq!(differing, [at, at + 1]);
+        assert_eq!(variant[at..at + VARIANT_LEN], [0x02, 0x01]);
+        let tx: Transaction = bitcoin::consensus::deserialize(&variant).unwrap();
+        assert!(tx.is_coinbase() && commits_to_height(&tx.input[0].script_sig, 500_000));
+        assert!(tx.input[0].script_sig.as_bytes().ends_with(b"\x08/quarry/"));
     }
 
     #[test]

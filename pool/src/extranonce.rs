@@ -1,23 +1,43 @@
 //! Extranonce1 allocation: 4 bytes unique among live connections, released when
 //! the connection's lease drops, and resumable by session id for a while after.
+//!
+//! A lease also remembers the work handed out under its extranonce1 (wire job
+//! ids with their difficulties, and the last job variant), and that memory
+//! outlives the connection: a resumed session judges the shares it mined before
+//! the reconnect at their difficulty, and is handed work it never had, even if
+//! it starts its search over.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use quarry_protocol::Extranonce;
+use quarry_protocol::{Difficulty, Extranonce};
 
 /// How long a disconnected session's extranonce1 is held for its resume.
 const RESUME_WINDOW: Duration = Duration::from_secs(600);
 /// The most disconnected sessions remembered for resumption.
 const RESUME_CAPACITY: usize = 65_536;
+/// Wire job ids a live lease remembers the difficulty of.
+const JOB_MEMORY: usize = 32;
+/// Of those, the newest kept while the lease waits for its resume.
+const PARKED_JOB_MEMORY: usize = 8;
 
 #[derive(Default)]
 struct State {
     live: HashSet<u32>,
-    /// Recently released values and when; resumable, and not handed to others meanwhile.
-    released: HashMap<u32, Instant>,
+    /// Recently released values, when, and what they were handed; resumable, and
+    /// not handed to others meanwhile.
+    released: HashMap<u32, (Instant, Handed)>,
     next: u32,
+}
+
+/// The work handed out under one extranonce1.
+#[derive(Default)]
+struct Handed {
+    /// Wire job ids and the difficulty each was announced with, oldest first.
+    jobs: VecDeque<(u64, Difficulty)>,
+    /// The last job variant handed out (0: none).
+    variant: u16,
 }
 
 /// Hands out extranonce1 values.
@@ -26,13 +46,50 @@ pub struct Allocator {
     state: Arc<Mutex<State>>,
 }
 
-/// One connection's extranonce1; released on drop.
+/// One connection's extranonce1 and the work handed out under it; released
+/// (and parked for a resume) on drop.
 pub struct Lease {
     value: u32,
+    handed: Handed,
+    resumed: bool,
     state: Arc<Mutex<State>>,
 }
 
 impl Lease {
+    /// Whether this lease continues a disconnected session's.
+    pub fn resumed(&self) -> bool {
+        self.resumed
+    }
+
+    /// Remembers that shares on wire job id `job` are judged at `difficulty`.
+    pub fn remember(&mut self, job: u64, difficulty: Difficulty) {
+        if self.handed.jobs.len() == JOB_MEMORY {
+            self.handed.jobs.pop_front();
+        }
+        self.handed.jobs.push_back((job, difficulty));
+    }
+
+    /// The difficulty wire job id `job` was announced with, if it was.
+    pub fn difficulty_for(&self, job: u64) -> Option<Difficulty> {
+        let jobs = &self.handed.jobs;
+        jobs.iter()
+            .rev()
+            .find(|(id, _)| *id == job)
+            .map(|(_, d)| *d)
+    }
+
+    /// The difficulty of the work handed out last, if any.
+    pub fn last_difficulty(&self) -> Option<Difficulty> {
+        self.handed.jobs.back().map(|(_, d)| *d)
+    }
+
+    /// A job variant (non-zero) never handed out under this extranonce1 before:
+    /// 65,535 of them before they repeat.
+    pub fn next_variant(&mut self) -> u16 {
+        self.handed.variant = self.handed.variant.checked_add(1).unwrap_or(1);
+        self.handed.variant
+    }
+
     /// The extranonce1 bytes (big-endian of the value).
     pub fn extranonce(&self) -> Extranonce {
         Extranonce::new(&self.value.to_be_bytes()).expect("4 bytes fit")
@@ -46,16 +103,20 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        let mut handed = std::mem::take(&mut self.handed);
+        let stale = handed.jobs.len().saturating_sub(PARKED_JOB_MEMORY);
+        handed.jobs.drain(..stale);
+        handed.jobs.shrink_to_fit();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.live.remove(&self.value);
         if state.released.len() >= RESUME_CAPACITY {
             let now = Instant::now();
             state
                 .released
-                .retain(|_, at| now.duration_since(*at) < RESUME_WINDOW);
+                .retain(|_, (at, _)| now.duration_since(*at) < RESUME_WINDOW);
         }
         if state.released.len() < RESUME_CAPACITY {
-            state.released.insert(self.value, Instant::now());
+            state.released.insert(self.value, (Instant::now(), handed));
         }
     }
 }
@@ -72,13 +133,12 @@ impl Allocator {
                 state
                     .released
                     .get(v)
-                    .is_some_and(|at| now.duration_since(*at) < RESUME_WINDOW)
-            });
-        let value = match resumed {
-            Some(value) => {
-                state.released.remove(&value);
-                value
-            }
+                    .is_some_and(|(at, _)| now.duration_since(*at) < RESUME_WINDOW)
+            })
+            .and_then(|v| state.released.remove(&v).map(|(_, handed)| (v, handed)));
+        let was_resumed = resumed.is_some();
+        let (value, handed) = match resumed {
+            Some(parked) => parked,
             None => loop {
                 // A multiplicative step spreads consecutive connections over the space.
                 state.next = state.next.wrapping_add(0x9e37_79b9);
@@ -86,15 +146,17 @@ impl Allocator {
                 let recently_released = state
                     .released
                     .get(&candidate)
-                    .is_some_and(|at| now.duration_since(*at) < RESUME_WINDOW);
+                    .is_some_and(|(at, _)| now.duration_since(*at) < RESUME_WINDOW);
                 if !state.live.contains(&candidate) && !recently_released {
-                    break candidate;
+                    break (candidate, Handed::default());
                 }
             },
         };
         state.live.insert(value);
         Lease {
             value,
+            handed,
+            resumed: was_resumed,
             state: self.state.clone(),
         }
     }
@@ -121,5 +183,36 @@ mod tests {
         assert_eq!(resumed.extranonce().to_string(), id);
         // Garbage session ids get a fresh value.
         assert_eq!(allocator.lease(Some("not-hex!")).extranonce().len(), 4);
+    }
+
+    #[test]
+    fn what_a_lease_was_handed_survives_its_resume() {
+        let allocator = Allocator::default();
+        let mut lease = allocator.lease(None);
+        assert!(!lease.resumed());
+        let d = |v: f64| Difficulty::new(v).unwrap();
+        for job in 0..40 {
+            lease.remember(job, d(1.0 + job as f64));
+        }
+        assert_eq!(lease.difficulty_for(39), Some(d(40.0)));
+        assert_eq!(lease.difficulty_for(0), None, "only the newest are kept");
+        assert_eq!((lease.next_variant(), lease.next_variant()), (1, 2));
+        let id = lease.session_id();
+        drop(lease);
+
+        let mut resumed = allocator.lease(Some(&id));
+        assert!(resumed.resumed());
+        assert_eq!(resumed.difficulty_for(39), Some(d(40.0)));
+        assert_eq!(resumed.difficulty_for(31), None, "parked memory is bounded");
+        assert_eq!(resumed.last_difficulty(), Some(d(40.0)));
+        assert_eq!(
+            resumed.next_variant(),
+            3,
+            "variants never repeat across a resume"
+        );
+        drop(resumed);
+        // A fresh lease starts with nothing handed.
+        let fresh = allocator.lease(None);
+        assert_eq!((fresh.resumed(), fresh.last_difficulty()), (false, None));
     }
 }

@@ -153,8 +153,13 @@ pub struct Point {
     /// Start of the bucket, Unix milliseconds and RFC 3339.
     pub t: i64,
     pub time: String,
-    /// Hashes per second over the bucket (the part elapsed, for the current one).
+    /// Hashes per second over `seconds`.
     pub hashrate: f64,
+    /// What the hashrate averages over: the bucket, less any part before the
+    /// worker, account or pool was first seen in this run and any part still
+    /// to come (the current bucket is partial). The same rule as the
+    /// accounting's 1m/10m/1h hashrates, so chart and cards agree.
+    pub seconds: f64,
     pub shares: u64,
 }
 
@@ -178,16 +183,28 @@ pub fn read(
         .into_iter()
         .map(|(t, difficulty, shares)| (t, (difficulty, shares)))
         .collect();
-    let workers = accounting.all();
+    let members: Vec<_> = accounting
+        .all()
+        .into_iter()
+        .filter(|w| match scope {
+            Scope::Pool => false,
+            Scope::Worker => *w.name == *name,
+            Scope::Account => account_of(&w.name) == name,
+        })
+        .collect();
+    let observed_since = match scope {
+        Scope::Pool => accounting.observed_since(),
+        Scope::Worker | Scope::Account => members
+            .iter()
+            .map(|w| w.first_seen_ms())
+            .min()
+            .unwrap_or(i64::MIN),
+    };
     for minute in (live_from..=now_ms).step_by(MINUTE_MS as usize) {
         let (difficulty, shares) = match scope {
             Scope::Pool => accounting.pool_work_in(now_ms, minute, MINUTE_MS),
-            Scope::Worker | Scope::Account => workers
+            Scope::Worker | Scope::Account => members
                 .iter()
-                .filter(|w| match scope {
-                    Scope::Worker => *w.name == *name,
-                    _ => account_of(&w.name) == name,
-                })
                 .map(|w| w.work_in(now_ms, minute, MINUTE_MS))
                 .fold((0.0, 0), |(d, s), (d2, s2)| (d + d2, s + s2)),
         };
@@ -200,11 +217,19 @@ pub fn read(
     Ok(buckets
         .into_iter()
         .map(|(t, (difficulty, shares))| {
-            let width = range.step_ms.min(now_ms - t).max(1);
+            let end = (t + range.step_ms).min(now_ms);
+            // A bucket that ended before then is an earlier run's, whole.
+            let start = if observed_since < end {
+                t.max(observed_since)
+            } else {
+                t
+            };
+            let seconds = (end - start).max(0) as f64 / 1000.0;
             Point {
                 t,
                 time: rfc3339(t),
-                hashrate: hashrate(difficulty, width as f64 / 1000.0),
+                hashrate: hashrate(difficulty, seconds),
+                seconds,
                 shares,
             }
         })
@@ -271,6 +296,43 @@ mod tests {
         assert_eq!(worker.iter().map(|p| p.shares).sum::<u64>(), 3);
         let live = worker.iter().find(|p| p.t == minute_of(now - 1_000));
         assert_eq!(live.map(|p| p.shares), Some(1));
+    }
+
+    /// A young pool's (or worker's) chart averages each bucket over the part
+    /// it was observed, as the cards do: the chart's points, weighted by what
+    /// they cover, give exactly the card's number.
+    #[tokio::test]
+    async fn chart_and_cards_agree_while_young() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let accounting = Accounting::restore(Vec::new(), Vec::new());
+        let started = accounting.observed_since();
+        let worker = accounting.worker("jane.rig");
+        for (at, difficulty) in [(1_000, 2.0), (25_000, 3.0), (70_000, 5.0)] {
+            accounting.record_accept(&worker, difficulty, difficulty, started + at);
+        }
+        let range = Range::parse("1h").unwrap();
+        for now in [started + 30_000, started + 90_000, started + 200_000] {
+            let card = accounting.pool_hashrate(now, 600_000);
+            for (scope, name, since) in [
+                (Scope::Pool, "", started),
+                (Scope::Worker, "jane.rig", worker.first_seen_ms()),
+            ] {
+                let points = read(&accounting, &store, scope, name, range, now).unwrap();
+                // The buckets since the scope was first seen (those before are empty).
+                let seen: Vec<&Point> = points.iter().filter(|p| p.t + MINUTE_MS > since).collect();
+                let covered: f64 = seen.iter().map(|p| p.seconds).sum();
+                let work: f64 = seen.iter().map(|p| p.hashrate * p.seconds).sum();
+                assert!((covered - (now - since) as f64 / 1000.0).abs() < 1e-9);
+                let chart = work / covered;
+                if scope == Scope::Pool {
+                    assert!((chart - card).abs() / card < 1e-9, "{chart} vs {card}");
+                }
+                let last = seen.last().unwrap();
+                assert!(last.seconds < 60.0, "the current minute is partial");
+            }
+        }
+        store.close().await.unwrap();
     }
 
     /// Minutes older than seven days become hours; the sums stay the same.

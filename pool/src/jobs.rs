@@ -15,19 +15,24 @@ use dashmap::DashSet;
 use quarry_protocol::fields::{HexBytes, HexU32Be, JobId, PrevHash, RawHash};
 use quarry_protocol::jsonrpc::Id;
 use quarry_protocol::messages::{Notify, ServerMessage};
+use quarry_protocol::share::coinbase;
 use quarry_protocol::target::{network_difficulty, target_from_nbits};
+use quarry_protocol::{Extranonce, WireLine};
 use tokio::sync::watch;
 
 use crate::chain::Template;
+use crate::coinbase::set_variant;
 
 /// How long a job from an older block is still recognised (and answered
 /// "stale" rather than "job not found").
 const RETAIN: Duration = Duration::from_secs(600);
 /// The most jobs kept at once (at one refresh per 30 s: over an hour of one block).
 const MAX_JOBS: usize = 128;
-/// A wire job id's bits from here up name a session's variant of the job (the
-/// same work re-announced with a new difficulty); the bits below are the job's
-/// id. Ids count up from the clock in seconds shifted by 8 bits, far below this.
+/// A wire job id's bits from here up name a variant of the job handed to one
+/// extranonce1 (the job re-announced at a new difficulty, or to a resumed
+/// session), whose coinbase differs in its variant bytes; the bits below are
+/// the job's id. Ids count up from the clock in seconds shifted by 8 bits, far
+/// below this.
 const VARIANT_SHIFT: u32 = 48;
 
 /// One job: a template as miners see it.
@@ -49,6 +54,17 @@ impl Job {
         self.template.height
     }
 
+    /// The coinbase of the job's `variant` with these extranonces.
+    pub fn coinbase(&self, variant: u16, en1: &Extranonce, en2: &Extranonce) -> Vec<u8> {
+        let parts = &self.template.coinbase;
+        let mut tx = coinbase(&parts.coinb1, en1, en2, &parts.coinb2);
+        set_variant(
+            &mut tx[parts.coinb1.len() + en1.len() + en2.len()..],
+            variant,
+        );
+        tx
+    }
+
     /// Records a share's header hash; `false` if it was seen before.
     pub fn first_sighting(&self, hash: &[u8; 32]) -> bool {
         let mut key = [0u8; 16];
@@ -57,14 +73,21 @@ impl Job {
     }
 }
 
+/// A job as a miner names it: the job, its variant and the wire id.
+pub struct JobRef {
+    pub job: Arc<Job>,
+    pub variant: u16,
+    pub wire: u64,
+}
+
 /// A job as fanned out: the job and its notify line, serialized once.
 pub struct Announcement {
     pub job: Arc<Job>,
     pub clean: bool,
-    /// `mining.notify` with the announced `clean_jobs` flag, `\n`-terminated.
-    pub line: Arc<str>,
+    /// `mining.notify` with the announced `clean_jobs` flag.
+    pub line: Arc<WireLine>,
     /// The same notify with `clean_jobs = true`, for a session's first job.
-    pub clean_line: Arc<str>,
+    pub clean_line: Arc<WireLine>,
     /// When it was published, for fan-out latency.
     pub published: Instant,
 }
@@ -131,17 +154,18 @@ impl JobBook {
         self.jobs.write().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    /// The job a miner names by `id` (its own id or a session's variant of it),
-    /// if still known, with the wire id as a number.
-    pub fn get(&self, id: &JobId) -> Option<(u64, Arc<Job>)> {
+    /// The job a miner names by `id` (its own id or a variant of it), if still
+    /// known.
+    pub fn get(&self, id: &JobId) -> Option<JobRef> {
         let wire = u64::from_str_radix(id.as_str(), 16).ok()?;
+        let variant = u16::try_from(wire >> VARIANT_SHIFT).ok()?;
         let job = self
             .jobs
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(&(wire & ((1 << VARIANT_SHIFT) - 1)))
             .cloned()?;
-        Some((wire, job))
+        Some(JobRef { job, variant, wire })
     }
 
     /// Whether shares on `job` can still be accepted: it is known and of the
@@ -203,38 +227,37 @@ fn make_job(id: u64, template: Arc<Template>, clean: bool) -> Job {
 }
 
 impl Announcement {
-    /// The job re-announced to one session as its `variant` (non-zero): a
-    /// `clean_jobs = false` notify under a wire id of its own, so the shares on
-    /// it can be judged at the difficulty sent just before it. Returns the wire
-    /// id and the line.
-    pub fn variant(&self, variant: u16) -> (u64, String) {
+    /// The job handed to one extranonce1 as its `variant` (non-zero, never
+    /// handed to it before): a notify under a wire id of its own, with
+    /// `clean_jobs` as given, whose coinbase differs in the variant bytes, so
+    /// it is new work even to a miner that starts its search over, and shares
+    /// on it are judged at the difficulty sent just before it. Returns the
+    /// wire id and the line.
+    pub fn variant(&self, variant: u16, clean_jobs: bool) -> (u64, WireLine) {
         let wire = u64::from(variant) << VARIANT_SHIFT | self.job.id;
         let job_id = format!("{wire:x}")
             .parse()
             .expect("hex of a u64 is a valid job id");
         let notify = Notify {
             job_id,
-            clean_jobs: false,
+            coinb2: HexBytes(self.job.template.coinbase.coinb2_variant(variant)),
+            clean_jobs,
             ..self.job.notify.clone()
         };
         (wire, notify_line(notify))
     }
 }
 
-/// `notify` as a `\n`-terminated line.
-fn notify_line(notify: Notify) -> String {
-    let mut line = ServerMessage::Notify(notify).to_line(&Id::Null);
-    line.push('\n');
-    line
+fn notify_line(notify: Notify) -> WireLine {
+    ServerMessage::Notify(notify).to_line(&Id::Null)
 }
 
 fn announcement(job: Arc<Job>, clean: bool) -> Arc<Announcement> {
-    let line = |clean_jobs: bool| -> Arc<str> {
-        notify_line(Notify {
+    let line = |clean_jobs: bool| -> Arc<WireLine> {
+        Arc::new(notify_line(Notify {
             clean_jobs,
             ..job.notify.clone()
-        })
-        .into()
+        }))
     };
     Arc::new(Announcement {
         line: line(clean),
@@ -285,5 +308,41 @@ mod tests {
         // A retired book vouches for nothing.
         book.retire();
         assert!(!book.is_live(&next));
+    }
+
+    #[test]
+    fn a_variant_is_the_same_job_with_other_work() {
+        let book = JobBook::new(template());
+        let current = book.current();
+        let (wire, line) = current.variant(3, true);
+        let call = match quarry_protocol::jsonrpc::parse(&line).unwrap() {
+            quarry_protocol::Message::Notification(call) => call,
+            other => panic!("not a notification: {other:?}"),
+        };
+        let Ok(ServerMessage::Notify(notify)) = call.server_message() else {
+            panic!("not a notify: {line}");
+        };
+        assert!(notify.clean_jobs);
+        let named = book.get(&notify.job_id).expect("the variant names the job");
+        assert_eq!(
+            (named.wire, named.variant, named.job.id),
+            (wire, 3, current.job.id)
+        );
+
+        let en1: Extranonce = "01020304".parse().unwrap();
+        let en2: Extranonce = "00000000".parse().unwrap();
+        // What the miner hashes is what the pool judges, and differs from the base job's.
+        assert_eq!(
+            notify.coinbase(&en1, &en2),
+            named.job.coinbase(3, &en1, &en2)
+        );
+        assert_eq!(
+            current.job.notify.coinbase(&en1, &en2),
+            named.job.coinbase(0, &en1, &en2)
+        );
+        assert_ne!(
+            named.job.coinbase(3, &en1, &en2),
+            named.job.coinbase(0, &en1, &en2)
+        );
     }
 }

@@ -90,5 +90,6 @@ fn print_banner(pool: &Pool) {
     }
     if let Some(addr) = pool.api {
         println!("quarry-pool: API on http://{addr}/api/pool");
+        println!("quarry-pool: dashboard on http://{addr}/");
     }
 }

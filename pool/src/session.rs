@@ -6,7 +6,6 @@
 //! `true` only once its store transaction has committed, while the connection
 //! keeps reading (up to [`MAX_IN_FLIGHT`] unanswered shares).
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -17,7 +16,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
-use quarry_protocol::jsonrpc::{self, error_line, result_line, Call, Id, Message};
+use quarry_protocol::jsonrpc::{self, error_line, result_line, Call, Id, Message, WireLine};
 use quarry_protocol::messages::{
     Authorize, ClientRequest, ConfigureResult, ServerMessage, Subscribe, SubscribeResult,
 };
@@ -46,8 +45,6 @@ use crate::vardiff::{Vardiff, VardiffConfig};
 pub const MAX_IN_FLIGHT: usize = 256;
 /// The most worker names one connection may authorize.
 const MAX_WORKERS: usize = 64;
-/// Jobs whose difficulty a session remembers.
-const JOB_MEMORY: usize = 32;
 /// A peer that does not take our writes for this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection we close keeps draining the peer's input, so our
@@ -109,11 +106,11 @@ impl Context {
     }
 }
 
-/// An outgoing line, `\n`-terminated: the job notify is shared by every
-/// session, replies are owned.
+/// An outgoing line: the job notify is shared by every session, replies are
+/// owned. Either way a [`WireLine`], so every write is whole JSON lines.
 enum Line {
-    Owned(String),
-    Shared(Arc<str>),
+    Owned(WireLine),
+    Shared(Arc<WireLine>),
 }
 
 impl Line {
@@ -125,9 +122,8 @@ impl Line {
     }
 }
 
-impl From<String> for Line {
-    fn from(mut line: String) -> Line {
-        line.push('\n');
+impl From<WireLine> for Line {
+    fn from(line: WireLine) -> Line {
         Line::Owned(line)
     }
 }
@@ -178,11 +174,8 @@ struct Session {
     /// The difficulty announced with the latest job (before the first job: the
     /// one the first `set_difficulty` will carry).
     difficulty: Difficulty,
-    job_difficulties: VecDeque<(u64, Difficulty)>,
     /// The job sent last (none before the first).
     last_job: Option<Arc<Announcement>>,
-    /// The last variant id used to re-announce a job at a new difficulty.
-    variant: u16,
     out: Vec<Line>,
     acks: FuturesUnordered<PendingAck>,
     _count: SessionCount,
@@ -245,9 +238,7 @@ where
         lease: None,
         version_mask: 0,
         workers: Vec::new(),
-        job_difficulties: VecDeque::with_capacity(JOB_MEMORY),
         last_job: None,
-        variant: 0,
         out: Vec::new(),
         acks: FuturesUnordered::new(),
         _count: SessionCount(ctx.accounting.clone()),
@@ -448,12 +439,13 @@ impl Session {
     fn handle_line(&mut self, line: &str) {
         let parsed = jsonrpc::parse(line);
         let is_submit = matches!(&parsed, Ok(Message::Request(c) | Message::Notification(c)) if c.method == "mining.submit");
-        // Requests are answered, and so are lines that do not parse (with a
-        // null id); notifications and responses are not.
+        // Requests are answered, and so are lines that do not parse (under
+        // their id when it can be read, else null); notifications and
+        // responses are not.
         let answer = match &parsed {
             Ok(Message::Request(call)) => Some(call.id.clone()),
             Ok(Message::Notification(_) | Message::Response(_)) => None,
-            Err(_) => Some(Id::Null),
+            Err(err) => Some(err.id.clone()),
         };
         if !self.within_budget(answer.as_ref(), is_submit) {
             return;
@@ -464,7 +456,7 @@ impl Session {
             Ok(Message::Response(_)) => return,
             Err(err) => {
                 let error = StratumError::new(ErrorCode::Other, err.to_string());
-                self.out.push(error_line(&Id::Null, &error).into());
+                self.out.push(error_line(&err.id, &error).into());
                 return;
             }
         };
@@ -518,7 +510,12 @@ impl Session {
 
     fn subscribe(&mut self, id: &Id, subscribe: Subscribe) {
         if self.lease.is_none() {
-            self.lease = Some(self.ctx.extranonces.lease(subscribe.session_id.as_deref()));
+            let lease = self.ctx.extranonces.lease(subscribe.session_id.as_deref());
+            // A resumed session goes on at the difficulty it had.
+            if let Some(difficulty) = lease.last_difficulty() {
+                self.difficulty = self.vardiff.set(difficulty, Instant::now());
+            }
+            self.lease = Some(lease);
             self.subscribed_at = Some(Instant::now());
         }
         let Some(lease) = &self.lease else { return };
@@ -528,6 +525,13 @@ impl Session {
             extranonce2_size: self.ctx.config.extranonce2_size,
         };
         self.reply(id, result.to_value());
+        self.first_job();
+    }
+
+    /// The first job goes out once the session is both subscribed and
+    /// authorized (as ckpool does): a difficulty suggested before then, in
+    /// either order or in the password, is the one it starts at.
+    fn first_job(&mut self) {
         if self.last_job.is_none() {
             let current = self.ctx.book.current();
             self.on_job(&current);
@@ -567,6 +571,7 @@ impl Session {
             self.suggest(difficulty);
         }
         self.reply(id, Value::Bool(true));
+        self.first_job();
     }
 
     fn suggest(&mut self, difficulty: Difficulty) {
@@ -580,31 +585,52 @@ impl Session {
     }
 
     fn on_job(&mut self, announcement: &Arc<Announcement>) {
-        if self.lease.is_none() {
+        let Some(lease) = &self.lease else {
+            return;
+        };
+        if self.workers.is_empty() {
             return;
         }
+        let resuming = self.last_job.is_none() && lease.resumed();
         self.vardiff.on_tick(Instant::now());
         // set_difficulty precedes the first notify, and any notify after a change.
         if self.last_job.is_none() || self.vardiff.current() != self.difficulty {
             self.send_difficulty();
         }
-        self.remember(announcement.job.id);
-        let line = if self.last_job.is_some() {
-            &announcement.line
+        if resuming {
+            // The miner may have searched this job under this extranonce1
+            // before the reconnect: it gets a variant of it, new work.
+            self.send_variant(announcement, true);
         } else {
-            &announcement.clean_line
-        };
-        self.out.push(Line::Shared(line.clone()));
+            self.remember(announcement.job.id);
+            let line = if self.last_job.is_some() {
+                &announcement.line
+            } else {
+                &announcement.clean_line
+            };
+            self.out.push(Line::Shared(line.clone()));
+        }
         self.last_job = Some(announcement.clone());
     }
 
+    /// Hands the miner `announcement`'s job as a variant never handed to its
+    /// extranonce1 before.
+    fn send_variant(&mut self, announcement: &Announcement, clean_jobs: bool) {
+        let Some(lease) = &mut self.lease else {
+            return;
+        };
+        let (wire_id, line) = announcement.variant(lease.next_variant(), clean_jobs);
+        self.remember(wire_id);
+        self.out.push(line.into());
+    }
+
     /// Sends the difficulty vardiff wants now rather than with the next job
-    /// (which may be half a minute away): `set_difficulty`, then the job the
-    /// miner has under a wire id of this session's, since miners apply a new
-    /// difficulty from the next notify. A fast miner that starts far too low
-    /// is raised before its share rate trips the rate limit. Nothing is sent
-    /// when the difficulty did not change, and the job is not re-announced
-    /// once it is void (retired or stale): the next job carries the change.
+    /// (which may be half a minute away): `set_difficulty`, then a variant of
+    /// the job the miner has, since some miners apply a new difficulty only
+    /// from the next notify. A fast miner that starts far too low is raised
+    /// before its share rate trips the rate limit. Nothing is sent when the
+    /// difficulty did not change, and the job is not re-announced once it is
+    /// void (retired or stale): the next job carries the change.
     fn announce_difficulty_now(&mut self) {
         let Some(job) = self.last_job.clone() else {
             return;
@@ -614,10 +640,7 @@ impl Session {
         }
         self.send_difficulty();
         if self.ctx.book.is_live(&job.job) {
-            self.variant = self.variant.checked_add(1).unwrap_or(1);
-            let (wire_id, line) = job.variant(self.variant);
-            self.remember(wire_id);
-            self.out.push(line.into());
+            self.send_variant(&job, false);
         }
     }
 
@@ -638,10 +661,9 @@ impl Session {
 
     /// Remembers that shares on wire job id `job` are judged at the current difficulty.
     fn remember(&mut self, job: u64) {
-        if self.job_difficulties.len() == JOB_MEMORY {
-            self.job_difficulties.pop_front();
+        if let Some(lease) = &mut self.lease {
+            lease.remember(job, self.difficulty);
         }
-        self.job_difficulties.push_back((job, self.difficulty));
     }
 
     fn submit(&mut self, id: Id, submit: quarry_protocol::Submit) {
@@ -667,14 +689,7 @@ impl Session {
             self.reply_error(&id, ErrorCode::Unauthorized, "unauthorized worker");
             return;
         };
-        let job_difficulties = &self.job_difficulties;
-        let difficulty_for = |job: u64| {
-            job_difficulties
-                .iter()
-                .rev()
-                .find(|(id, _)| *id == job)
-                .map(|(_, d)| *d)
-        };
+        let difficulty_for = |job: u64| lease.difficulty_for(job);
         let terms = SessionTerms {
             extranonce1: lease.extranonce(),
             extranonce2_size: self.ctx.config.extranonce2_size,

@@ -7,6 +7,8 @@
 use bytes::{BufMut, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
+use crate::jsonrpc::WireLine;
+
 /// A framing violation; the peer should be disconnected.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -86,6 +88,17 @@ impl Decoder for LineCodec {
     }
 }
 
+/// A [`WireLine`] goes out as it is: it already ends in its one `\n`.
+impl Encoder<WireLine> for LineCodec {
+    type Error = CodecError;
+
+    fn encode(&mut self, line: WireLine, buf: &mut BytesMut) -> Result<(), CodecError> {
+        buf.extend_from_slice(line.as_bytes());
+        Ok(())
+    }
+}
+
+/// Raw text (a test's hand-made line) gets a `\n` appended.
 impl<T: AsRef<str>> Encoder<T> for LineCodec {
     type Error = CodecError;
 

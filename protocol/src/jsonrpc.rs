@@ -2,6 +2,7 @@
 //! request, notification or response by the keys present, and line formatting.
 
 use std::fmt;
+use std::ops::Deref;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -75,7 +76,7 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
-/// A line that is not a well-formed JSON-RPC message.
+/// Why a line is not a well-formed JSON-RPC message.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     /// Not JSON, not an object, or a member of the wrong type.
@@ -87,6 +88,16 @@ pub enum FrameError {
     /// `params` is present but not an array.
     #[error("params must be an array, got {0}")]
     ParamsNotArray(&'static str),
+}
+
+/// A line that is not a well-formed message, with the id it carried whenever
+/// that much could be read, so the error reply reaches the request that caused
+/// it (JSON-RPC 2.0 §5: the id is `null` only when it cannot be determined).
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct ParseError {
+    pub id: Id,
+    pub error: FrameError,
 }
 
 /// A request or notification: a method with positional parameters.
@@ -141,8 +152,16 @@ fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<V
 /// Parses one line into a [`Message`].
 ///
 /// # Errors
-/// [`FrameError`] when the line is not a JSON object of the shape above.
-pub fn parse(line: &str) -> Result<Message, FrameError> {
+/// [`ParseError`] when the line is not a JSON object of the shape above; its id
+/// is the line's `id` member when that is a number or a string.
+pub fn parse(line: &str) -> Result<Message, ParseError> {
+    classify(line).map_err(|error| ParseError {
+        id: recover_id(line),
+        error,
+    })
+}
+
+fn classify(line: &str) -> Result<Message, FrameError> {
     let envelope: Envelope = serde_json::from_str(line)?;
     if let Some(method) = envelope.method {
         let params = match envelope.params {
@@ -174,19 +193,75 @@ pub fn parse(line: &str) -> Result<Message, FrameError> {
     }))
 }
 
-/// Formats a request (or, with `Id::Null`, a notification) as one line without `\n`.
-pub fn call_line(id: &Id, method: &str, params: &Value) -> String {
-    serde_json::json!({"id": id, "method": method, "params": params}).to_string()
+/// The id of a line that failed to classify: read again on its own, so a
+/// member of the wrong type elsewhere does not hide it. Only the error path
+/// pays for this second read.
+fn recover_id(line: &str) -> Id {
+    let object = serde_json::from_str::<serde_json::Map<String, Value>>(line);
+    match object.ok().and_then(|mut object| object.remove("id")) {
+        Some(Value::Number(n)) => Id::Number(n),
+        Some(Value::String(s)) => Id::String(s),
+        _ => Id::Null,
+    }
+}
+
+/// One message as it goes on the wire: a single JSON object and exactly one
+/// `\n`.
+///
+/// The only way to make one is to serialize a message ([`call_line`],
+/// [`result_line`], [`error_line`]), so no path can write a blank,
+/// unterminated or doubly terminated line; a strict miner (cpuminer-opt)
+/// drops the connection on a blank one. It dereferences to the JSON text;
+/// [`WireLine::as_bytes`] is what goes on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WireLine(String);
+
+impl WireLine {
+    fn of(value: &Value) -> WireLine {
+        // Compact JSON escapes every control character, so the text holds no `\n`.
+        let mut line = value.to_string();
+        line.push('\n');
+        WireLine(line)
+    }
+
+    /// The bytes to write: the JSON text and its `\n`.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
+    /// The JSON text without the `\n`.
+    pub fn json(&self) -> &str {
+        &self.0[..self.0.len() - 1]
+    }
+}
+
+impl Deref for WireLine {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.json()
+    }
+}
+
+impl fmt::Display for WireLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.json())
+    }
+}
+
+/// Formats a request (or, with `Id::Null`, a notification).
+pub fn call_line(id: &Id, method: &str, params: &Value) -> WireLine {
+    WireLine::of(&serde_json::json!({"id": id, "method": method, "params": params}))
 }
 
 /// Formats a successful response.
-pub fn result_line(id: &Id, result: &Value) -> String {
-    serde_json::json!({"id": id, "result": result, "error": null}).to_string()
+pub fn result_line(id: &Id, result: &Value) -> WireLine {
+    WireLine::of(&serde_json::json!({"id": id, "result": result, "error": null}))
 }
 
 /// Formats an error response in the `[code, message, null]` convention.
-pub fn error_line(id: &Id, error: &StratumError) -> String {
-    serde_json::json!({"id": id, "result": null, "error": error.to_value()}).to_string()
+pub fn error_line(id: &Id, error: &StratumError) -> WireLine {
+    WireLine::of(&serde_json::json!({"id": id, "result": null, "error": error.to_value()}))
 }
 
 #[cfg(test)]
@@ -225,19 +300,20 @@ mod tests {
 
     #[test]
     fn rejects_bad_shapes_with_reasons() {
-        assert!(matches!(parse("[1,2]"), Err(FrameError::Json(_))));
-        assert!(matches!(parse("{}"), Err(FrameError::Unclassifiable)));
+        let error = |line: &str| parse(line).unwrap_err().error;
+        assert!(matches!(error("[1,2]"), FrameError::Json(_)));
+        assert!(matches!(error("{}"), FrameError::Unclassifiable));
         assert!(matches!(
-            parse(r#"{"id":{},"method":"x"}"#),
-            Err(FrameError::Json(_))
+            error(r#"{"id":{},"method":"x"}"#),
+            FrameError::Json(_)
         ));
         assert!(matches!(
-            parse(r#"{"id":1,"method":"x","params":{}}"#),
-            Err(FrameError::ParamsNotArray("an object"))
+            error(r#"{"id":1,"method":"x","params":{}}"#),
+            FrameError::ParamsNotArray("an object")
         ));
         assert!(matches!(
-            parse(r#"{"id":1,"method":5}"#),
-            Err(FrameError::Json(_))
+            error(r#"{"id":1,"method":5}"#),
+            FrameError::Json(_)
         ));
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert!(parse(&format!(r#"{{"id":1,"method":"x","params":{deep}}}"#)).is_err());
@@ -260,9 +336,56 @@ mod tests {
             };
             let reply = result_line(&call.id, &Value::Bool(true));
             assert_eq!(
-                reply,
-                format!(r#"{{"error":null,"id":{id},"result":true}}"#)
+                reply.as_bytes(),
+                format!("{{\"error\":null,\"id\":{id},\"result\":true}}\n").as_bytes()
             );
+        }
+    }
+
+    #[test]
+    fn errors_keep_the_id_whenever_it_can_be_read() {
+        for (line, id) in [
+            (
+                r#"{"id":7,"method":"mining.subscribe","params":"x"}"#,
+                Id::from(7),
+            ),
+            (
+                r#"{"id":7,"method":"mining.subscribe","params":{"a":1}}"#,
+                Id::from(7),
+            ),
+            (r#"{"id":7,"method":5,"params":[]}"#, Id::from(7)),
+            (r#"{"id":7}"#, Id::from(7)),
+            (
+                r#"{"method":"x","id":"a","params":7}"#,
+                Id::String("a".into()),
+            ),
+            (r#"{"id":7,"method":"x","params":[1,"#, Id::Null),
+            (r#"{"id":{"a":1},"method":"x"}"#, Id::Null),
+            (r#"{"id":[7],"method":5}"#, Id::Null),
+            ("[7]", Id::Null),
+            ("not json", Id::Null),
+        ] {
+            assert_eq!(parse(line).unwrap_err().id, id, "{line}");
+        }
+    }
+
+    #[test]
+    fn every_wire_line_is_one_json_object_and_one_newline() {
+        let nasty = Value::String("a\nb\r\u{2028}\u{0}".into());
+        for line in [
+            call_line(&Id::Null, "m", &Value::Array(vec![nasty.clone()])),
+            result_line(&Id::String("x\ny".into()), &nasty),
+            error_line(
+                &Id::from(1),
+                &StratumError::new(crate::ErrorCode::Other, "a\nb"),
+            ),
+        ] {
+            let bytes = line.as_bytes();
+            assert_eq!(bytes.iter().filter(|&&b| b == b'\n').count(), 1);
+            assert_eq!(bytes.last(), Some(&b'\n'));
+            assert!(serde_json::from_str::<Value>(line.json())
+                .unwrap()
+                .is_object());
         }
     }
 

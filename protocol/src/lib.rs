@@ -29,7 +29,7 @@ pub mod target;
 
 pub use codec::{CodecError, LineCodec};
 pub use fields::{Extranonce, FieldError, HexBytes, HexU32Be, JobId, PrevHash, RawHash};
-pub use jsonrpc::{Call, Id, Message, Response};
+pub use jsonrpc::{Call, Id, Message, Response, WireLine};
 pub use messages::{ClientRequest, Notify, ServerMessage, Submit};
 pub use reject::{ErrorCode, Reply, StratumError};
 pub use target::Difficulty;

@@ -7,7 +7,7 @@
 use serde_json::{Map, Value};
 
 use crate::fields::{Extranonce, FieldError, HexBytes, HexU32Be, JobId, PrevHash, RawHash};
-use crate::jsonrpc::{call_line, Call, Id};
+use crate::jsonrpc::{call_line, Call, Id, WireLine};
 use crate::target::{Difficulty, DifficultyError};
 
 /// A call whose parameters do not fit its method; names the method and the problem.
@@ -511,8 +511,8 @@ impl ClientRequest {
         }
     }
 
-    /// The whole request line (without `\n`).
-    pub fn to_line(&self, id: &Id) -> String {
+    /// The whole request line.
+    pub fn to_line(&self, id: &Id) -> WireLine {
         call_line(id, self.method(), &self.params())
     }
 }
@@ -719,9 +719,9 @@ impl ServerMessage {
         }
     }
 
-    /// The whole line (without `\n`): a notification, or for `get_version` and
-    /// `ping` (which expect an answer) a request with `id`.
-    pub fn to_line(&self, id: &Id) -> String {
+    /// The whole line: a notification, or for `get_version` and `ping` (which
+    /// expect an answer) a request with `id`.
+    pub fn to_line(&self, id: &Id) -> WireLine {
         call_line(id, self.method(), &self.params())
     }
 }

@@ -160,6 +160,12 @@ pub fn hashrate(accepted_difficulty: f64, seconds: f64) -> f64 {
     accepted_difficulty * HASHES_PER_DIFF1 / seconds
 }
 
+/// The difficulty at which `hashes_per_second` finds one share every
+/// `seconds` on average; `None` when that is not a positive difficulty.
+pub fn difficulty_for(hashes_per_second: f64, seconds: f64) -> Option<Difficulty> {
+    Difficulty::new(hashes_per_second * seconds / HASHES_PER_DIFF1).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +258,13 @@ mod tests {
     #[test]
     fn hashrate_of_one_share_per_second_at_difficulty_one() {
         assert!((hashrate(1.0, 1.0) - 4_295_032_833.0).abs() < 1.0);
+    }
+
+    #[test]
+    fn difficulty_for_inverts_hashrate() {
+        let d = difficulty_for(43e6, 5.0).unwrap();
+        assert!((hashrate(d.get(), 5.0) - 43e6).abs() < 1e-3);
+        assert_eq!(difficulty_for(0.0, 5.0), None);
     }
 
     proptest! {

@@ -355,7 +355,7 @@ fn ids_of_every_kind_are_echoed() {
         assert_eq!(call.id, id, "{text}");
         assert_eq!(call.id.to_string(), text);
         assert_eq!(
-            ClientRequest::ExtranonceSubscribe.to_line(&id),
+            ClientRequest::ExtranonceSubscribe.to_line(&id).json(),
             format!(r#"{{"id":{text},"method":"mining.extranonce.subscribe","params":[]}}"#)
         );
     }
@@ -412,7 +412,7 @@ fn wire_forms_are_exact() {
         json!(["08000002", 4])
     );
     assert_eq!(
-        ServerMessage::Ping.to_line(&Id::from(42)),
+        ServerMessage::Ping.to_line(&Id::from(42)).json(),
         r#"{"id":42,"method":"mining.ping","params":[]}"#
     );
     assert_eq!(

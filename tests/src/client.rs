@@ -19,7 +19,8 @@ use crate::grind::grind;
 /// How long any expected line may take.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+/// What a [`Client`] can speak over.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 /// One Stratum connection.
@@ -37,6 +38,11 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client over any stream (e.g. a [`crate::wire::Recorded`] one).
+    pub fn over(stream: impl Stream + 'static) -> Client {
+        Client::new(Box::new(stream))
+    }
+
     fn new(stream: Box<dyn Stream>) -> Client {
         Client {
             framed: Framed::new(stream, LineCodec::new(1 << 20)),
@@ -67,23 +73,7 @@ impl Client {
 
     /// Connects over TLS, trusting exactly `cert_pem`, as `localhost`.
     pub async fn tls(addr: SocketAddr, cert_pem: &[u8]) -> Client {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut &cert_pem[..]) {
-            roots
-                .add(cert.expect("PEM certificate"))
-                .expect("trust anchor");
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let tcp = TcpStream::connect(addr).await.expect("connect");
-        let name = rustls::pki_types::ServerName::try_from("localhost").expect("server name");
-        let stream = connector.connect(name, tcp).await.expect("TLS handshake");
-        Client::new(Box::new(stream))
+        Client::new(Box::new(tls_stream(addr, cert_pem).await))
     }
 
     /// Sends one raw line.
@@ -205,4 +195,27 @@ impl Client {
         // What arrived so far is reflected in `job` and `difficulty`.
         self.pending.clear();
     }
+}
+
+/// A TLS connection to `addr` trusting exactly `cert_pem`, as `localhost`.
+pub async fn tls_stream(
+    addr: SocketAddr,
+    cert_pem: &[u8],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut &cert_pem[..]) {
+        roots
+            .add(cert.expect("PEM certificate"))
+            .expect("trust anchor");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("server name");
+    connector.connect(name, tcp).await.expect("TLS handshake")
 }

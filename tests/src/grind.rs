@@ -58,6 +58,11 @@ impl Grinder {
         }
     }
 
+    /// Looks for hashes at `difficulty` from here on, keeping the position.
+    pub fn retarget(&mut self, difficulty: Difficulty) {
+        self.target = difficulty.to_target();
+    }
+
     /// The next nonce whose hash meets (`want = true`) or misses the target;
     /// the scan continues after it on the next call.
     pub fn next(&mut self, want: bool) -> Share {

@@ -10,6 +10,7 @@ pub mod load;
 pub mod miner;
 pub mod node;
 pub mod process;
+pub mod wire;
 
 pub use client::Client;
 pub use miner::MinerProcess;

@@ -247,6 +247,35 @@ async fn dashboard_shows_live_workers_and_chart() {
         .unwrap()
         .is_some_and(|d| d.starts_with('M')));
 
+    // A pool younger than ten minutes says what its hashrate card averages
+    // over, and the chart marks its partial buckets the same way.
+    let label = browser
+        .find(Locator::Css(".card[data-key='hashrate'] .label"))
+        .await
+        .expect("the hashrate card")
+        .text()
+        .await
+        .expect("its label");
+    // (Rendered text: the stylesheet upper-cases labels.)
+    assert!(
+        label.to_lowercase().starts_with("hashrate 10m (over "),
+        "{label}"
+    );
+    let partial = browser
+        .find_all(Locator::Css("#chart circle.dot.partial"))
+        .await
+        .expect("chart dots");
+    assert!(!partial.is_empty(), "no partial bucket marked");
+    for dot in partial {
+        let seconds: f64 = dot
+            .attr("data-seconds")
+            .await
+            .unwrap()
+            .and_then(|s| s.parse().ok())
+            .expect("data-seconds");
+        assert!(seconds < 60.0, "{seconds}");
+    }
+
     // Clicking a worker charts that worker.
     browser
         .find(Locator::Css("tr[data-worker='bob.cpu'] td.worker"))

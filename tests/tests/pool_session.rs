@@ -41,7 +41,14 @@ async fn flow(mut client: Client) {
     );
     assert_eq!(result[1].as_str(), Some(session_id));
     assert_eq!(result[2], json!(4));
-    // set_difficulty comes before the first notify, and the first notify is clean.
+
+    // Work comes once the session is authorized: the reply, then
+    // set_difficulty before the first notify, which is clean.
+    assert!(client.pending.is_empty(), "no work before authorize");
+    let reply = client
+        .request("mining.authorize", json!([WORKER, "x"]))
+        .await;
+    assert_eq!(reply, json!({"id": 3, "result": true, "error": null}));
     let first = client.recv().await;
     assert_eq!(
         first,
@@ -50,11 +57,6 @@ async fn flow(mut client: Client) {
     let second = client.recv().await;
     assert_eq!(second["method"], "mining.notify");
     assert_eq!(second["params"][8], json!(true));
-
-    let reply = client
-        .request("mining.authorize", json!([WORKER, "x"]))
-        .await;
-    assert_eq!(reply, json!({"id": 3, "result": true, "error": null}));
     let reply = client
         .request("mining.extranonce.subscribe", json!([]))
         .await;
@@ -335,9 +337,17 @@ async fn a_difficulty_change_goes_out_at_once_with_the_work_under_a_new_id() {
     let same_work = quarry_protocol::Notify {
         job_id: old.job_id.clone(),
         clean_jobs: old.clean_jobs,
+        coinb2: old.coinb2.clone(),
         ..variant.clone()
     };
-    assert_eq!(same_work, old, "only the id and the clean flag differ");
+    assert_eq!(
+        same_work, old,
+        "only the id, the clean flag and coinb2 differ"
+    );
+    // coinb2 only in the two variant bytes it starts with: new work even to
+    // a miner that starts its search over.
+    assert_ne!(variant.coinb2.0[..2], old.coinb2.0[..2]);
+    assert_eq!(variant.coinb2.0[2..], old.coinb2.0[2..]);
     assert_eq!(client.job_difficulty, high);
 
     // The old id: a share at the old difficulty is still good.

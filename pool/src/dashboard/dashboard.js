@@ -21,6 +21,13 @@ function rate(hashes) {
   return `${value.toFixed(value < 10 ? 2 : 1)} ${units[unit]}`;
 }
 
+function duration(seconds) {
+  const s = Math.round(seconds);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
+  return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
+}
+
 function number(value) {
   if (value === 0) return "0";
   if (Math.abs(value) >= 1e6 || Math.abs(value) < 1e-3) return value.toExponential(2);
@@ -45,9 +52,13 @@ async function get(path) {
 function renderSummary(pool) {
   const counts = { online: 0, offline: 0, drop: 0 };
   for (const w of state.workers) if (w.status in counts) counts[w.status]++;
+  // While the pool is younger than a span, its hashrate averages over what
+  // there is; the label says so, as the chart's points do.
+  const span = (label, seconds) =>
+    pool.observed_seconds < seconds ? `${label} (over ${duration(pool.observed_seconds)})` : label;
   const cards = [
-    ["Hashrate 10m", rate(pool.hashrate_10m), "hashrate"],
-    ["Hashrate 1h", rate(pool.hashrate_1h), "hashrate_1h"],
+    [span("Hashrate 10m", 600), rate(pool.hashrate_10m), "hashrate"],
+    [span("Hashrate 1h", 3600), rate(pool.hashrate_1h), "hashrate_1h"],
     ["Workers", `${pool.workers} (${counts.online} online)`, "workers"],
     ["Offline / drop", `${counts.offline} / ${counts.drop}`, "flagged"],
     ["Sessions", pool.sessions, "sessions"],
@@ -163,7 +174,18 @@ function renderChart(history) {
     }));
     children.push(node("path", { class: "line", d: `M${coords.join(" L")}`, "data-points": drawn.length }));
     for (const p of drawn) {
-      if (p.shares > 0) children.push(node("circle", { class: "dot", cx: x(p.t), cy: y(p.hashrate), r: 2.5, "data-shares": p.shares }));
+      if (p.shares === 0) continue;
+      // A point averages over the part of its bucket observed so far; a
+      // partial one (the current bucket, or the first of a young pool) is hollow.
+      const partial = p.seconds < history.step_seconds;
+      const dot = node("circle", {
+        class: partial ? "dot partial" : "dot", cx: x(p.t), cy: y(p.hashrate), r: 2.5,
+        "data-shares": p.shares, "data-seconds": p.seconds,
+      });
+      const title = document.createElementNS(ns, "title");
+      title.textContent = `${rate(p.hashrate)} over ${duration(p.seconds)}${partial ? " (partial)" : ""}, ${p.shares} shares`;
+      dot.append(title);
+      children.push(dot);
     }
   }
   svg.replaceChildren(...children);

@@ -13,7 +13,7 @@ use quarry_protocol::share::{header_hash, rolled_version, ShareFields};
 use quarry_protocol::target::{hash_difficulty, meets_target};
 use quarry_protocol::{Difficulty, Extranonce};
 
-use crate::jobs::{Job, JobBook};
+use crate::jobs::{Job, JobBook, JobRef};
 use crate::store::RejectKind;
 
 /// Seconds ntime may run ahead of the job's ntime (ckpool's window).
@@ -92,7 +92,7 @@ pub fn validate(book: &JobBook, submit: &Submit, terms: &SessionTerms<'_>) -> Ve
             ),
         );
     }
-    let Some((wire_id, job)) = book.get(&submit.job_id) else {
+    let Some(JobRef { job, variant, wire }) = book.get(&submit.job_id) else {
         return reject(RejectKind::Stale, ErrorCode::JobNotFound, "job not found");
     };
     let bits = submit.version_bits.map_or(0, |b| b.0);
@@ -117,9 +117,7 @@ pub fn validate(book: &JobBook, submit: &Submit, terms: &SessionTerms<'_>) -> Ve
         nonce: submit.nonce.0,
         version,
     };
-    let coinbase = job
-        .notify
-        .coinbase(&fields.extranonce1, &fields.extranonce2);
+    let coinbase = job.coinbase(variant, &fields.extranonce1, &fields.extranonce2);
     let leaf = quarry_protocol::hash::sha256d(&coinbase);
     let branch: Vec<[u8; 32]> = job.notify.merkle_branch.iter().map(|h| h.0).collect();
     let root = quarry_protocol::merkle::root_from_branch(leaf, &branch);
@@ -145,7 +143,7 @@ pub fn validate(book: &JobBook, submit: &Submit, terms: &SessionTerms<'_>) -> Ve
     // if lower: miners differ on whether set_difficulty applies to work in
     // progress (cpuminer: next job; others: at once), and honest work of both
     // kinds must pass.
-    let difficulty = match (terms.difficulty_for)(wire_id) {
+    let difficulty = match (terms.difficulty_for)(wire) {
         Some(at_job) if at_job < terms.current_difficulty => at_job,
         _ => terms.current_difficulty,
     };

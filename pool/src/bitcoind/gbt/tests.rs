@@ -21,14 +21,16 @@ fn template(name: &str) -> BlockTemplate {
     serde_json::from_str(&fixture(name)).unwrap()
 }
 
-/// The coinbase the fixture block was built with.
+/// The coinbase the fixture block was built with. Its scriptSig pushes 12
+/// bytes after the height: today 10 of extranonce and the 2 variant bytes the
+/// pool owns (the fixture's last two, `00 01`, are variant 0x0100).
 fn fixture_coinbase() -> CoinbaseConfig {
     CoinbaseConfig {
         payout: ScriptBuf::from_bytes(
             hex::decode("0014b5649baabd65219af6ab6f782099a7976f5edce3").unwrap(),
         ),
         pool_tag: b"/quarry-fixture/".to_vec(),
-        extranonce_len: 12,
+        extranonce_len: 10,
     }
 }
 
@@ -36,9 +38,14 @@ fn unhex(value: &Value) -> Vec<u8> {
     hex::decode(value.as_str().unwrap()).unwrap()
 }
 
-/// Builds the block a miner's share on `job` makes, as the pool does.
-fn block(job: &Template, extranonce: &[u8], nonce: u32) -> Block {
-    let coinbase = job.coinbase.with_extranonce(extranonce);
+/// Builds the block a miner's share on `job` (as its `variant`) makes, as
+/// the pool does.
+fn block_of_variant(job: &Template, variant: u16, extranonce: &[u8], nonce: u32) -> Block {
+    let parts = crate::coinbase::CoinbaseParts {
+        coinb2: job.coinbase.coinb2_variant(variant),
+        ..job.coinbase.clone()
+    };
+    let coinbase = parts.with_extranonce(extranonce);
     let txid = bitcoin::Txid::hash(&coinbase).to_byte_array();
     let root = root_from_branch(txid, &job.merkle_branch);
     let header = bitcoin::block::Header {
@@ -52,6 +59,10 @@ fn block(job: &Template, extranonce: &[u8], nonce: u32) -> Block {
     assemble_block(header, &coinbase, &job.transactions).unwrap()
 }
 
+fn block(job: &Template, extranonce: &[u8], nonce: u32) -> Block {
+    block_of_variant(job, 0, extranonce, nonce)
+}
+
 #[test]
 fn the_accepted_block_is_rebuilt_byte_for_byte() {
     let facts: Value = serde_json::from_str(&fixture("block-from-gbt-many.json")).unwrap();
@@ -60,7 +71,9 @@ fn the_accepted_block_is_rebuilt_byte_for_byte() {
 
     let stratum = &facts["stratum"];
     assert_eq!(job.coinbase.coinb1, unhex(&stratum["coinb1"]));
-    assert_eq!(job.coinbase.coinb2, unhex(&stratum["coinb2"]));
+    // coinb2 now starts with the (zero) variant bytes.
+    assert_eq!(job.coinbase.coinb2[..2], [0, 0]);
+    assert_eq!(job.coinbase.coinb2[2..], unhex(&stratum["coinb2"]));
     let branch: Vec<Vec<u8>> = facts["merkle_branch"]
         .as_array()
         .unwrap()
@@ -80,13 +93,15 @@ fn the_accepted_block_is_rebuilt_byte_for_byte() {
     assert_eq!(job.coinbase_value.to_sat(), 5_000_318_444);
     assert_eq!(job.transactions.len(), 32);
 
-    let extranonce = [
+    let pushed = [
         unhex(&stratum["extranonce1"]),
         unhex(&stratum["extranonce2"]),
     ]
     .concat();
+    let (extranonce, variant) = pushed.split_at(10);
+    let variant = u16::from_le_bytes([variant[0], variant[1]]);
     let nonce = facts["nonce"].as_u64().unwrap() as u32;
-    let block = block(&job, &extranonce, nonce);
+    let block = block_of_variant(&job, variant, extranonce, nonce);
     assert_eq!(
         serialize_hex(&block.header),
         facts["header_hex"].as_str().unwrap()
@@ -110,7 +125,7 @@ fn every_template_gives_a_consistent_block() {
     for name in ["gbt-empty.json", "gbt-2tx.json", "gbt-many.json"] {
         let gbt = template(name);
         let job = gbt.to_template(&fixture_coinbase()).unwrap();
-        let block = block(&job, &[0x5a; 12], 0);
+        let block = block(&job, &[0x5a; 10], 0);
         assert!(block.check_merkle_root(), "{name}");
         assert!(block.check_witness_commitment(), "{name}");
         assert_eq!(
@@ -150,13 +165,13 @@ fn every_template_gives_a_consistent_block() {
 fn transactions_that_do_not_fit_with_the_coinbase_are_dropped_from_the_end() {
     let mut gbt = template("gbt-many.json");
     let all = gbt.to_template(&fixture_coinbase()).unwrap();
-    let full = block(&all, &[0; 12], 0);
+    let full = block(&all, &[0; 10], 0);
     // Leave room for everything but the last three transactions.
     let last_three: u64 = full.txdata[30..].iter().map(|tx| tx.weight().to_wu()).sum();
     gbt.weightlimit = Some(full.weight().to_wu() - last_three);
     let job = gbt.to_template(&fixture_coinbase()).unwrap();
     assert_eq!(job.transactions.len(), 29);
-    let trimmed = block(&job, &[0; 12], 0);
+    let trimmed = block(&job, &[0; 10], 0);
     assert!(trimmed.weight().to_wu() <= gbt.weightlimit.unwrap());
     assert!(trimmed.check_merkle_root());
     assert!(trimmed.check_witness_commitment(), "commitment recomputed");
