@@ -21,11 +21,22 @@ use serde_json::{json, Value};
 
 use crate::stats::{Snapshot, Stats};
 
+/// What the API serves: the counters, and the hashing kernel in use.
+#[derive(Clone)]
+struct Api {
+    stats: Arc<Stats>,
+    kernel: &'static str,
+}
+
 /// Starts serving on `addr`; returns the bound address.
 ///
 /// # Errors
 /// The address cannot be bound.
-pub async fn serve(addr: SocketAddr, stats: Arc<Stats>) -> anyhow::Result<SocketAddr> {
+pub async fn serve(
+    addr: SocketAddr,
+    stats: Arc<Stats>,
+    kernel: &'static str,
+) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the API on {addr}"))?;
@@ -33,7 +44,7 @@ pub async fn serve(addr: SocketAddr, stats: Arc<Stats>) -> anyhow::Result<Socket
     let app = Router::new()
         .route("/status", get(status))
         .route("/metrics", get(metrics))
-        .with_state(stats);
+        .with_state(Api { stats, kernel });
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::error!(%error, "API server stopped");
@@ -42,14 +53,15 @@ pub async fn serve(addr: SocketAddr, stats: Arc<Stats>) -> anyhow::Result<Socket
     Ok(bound)
 }
 
-async fn status(State(stats): State<Arc<Stats>>) -> Json<Value> {
-    Json(status_json(&stats.snapshot()))
+async fn status(State(api): State<Api>) -> Json<Value> {
+    Json(status_json(&api.stats.snapshot(), api.kernel))
 }
 
 /// The `/status` document.
-pub fn status_json(s: &Snapshot) -> Value {
+pub fn status_json(s: &Snapshot, kernel: &str) -> Value {
     json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "kernel": kernel,
         "uptime_seconds": s.uptime_seconds,
         "pool": s.link.pool,
         "connection": s.link.state.name(),
@@ -77,13 +89,19 @@ struct ShareLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InfoLabels {
+    version: String,
+    kernel: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabels {
     pool: String,
     state: String,
 }
 
-async fn metrics(State(stats): State<Arc<Stats>>) -> Response {
-    match metrics_text(&stats.snapshot()) {
+async fn metrics(State(api): State<Api>) -> Response {
+    match metrics_text(&api.stats.snapshot(), api.kernel) {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,
@@ -100,8 +118,19 @@ async fn metrics(State(stats): State<Arc<Stats>>) -> Response {
 ///
 /// # Errors
 /// Formatting failures of the encoder.
-pub fn metrics_text(s: &Snapshot) -> Result<String, std::fmt::Error> {
+pub fn metrics_text(s: &Snapshot, kernel: &str) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::with_prefix("quarry_miner");
+    let info = Family::<InfoLabels, Gauge>::default();
+    registry.register(
+        "build",
+        "The miner's version and hashing kernel (value 1)",
+        info.clone(),
+    );
+    info.get_or_create(&InfoLabels {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        kernel: kernel.to_owned(),
+    })
+    .set(1);
     let hashrate = Family::<ThreadLabels, Gauge<f64, AtomicU64>>::default();
     registry.register("hashrate", "Hashes per second per thread", hashrate.clone());
     for (thread, rate) in s.rates.iter().enumerate() {
@@ -174,7 +203,14 @@ mod tests {
         stats.rejected("duplicate share");
         stats.set_link(Some("stratum+tcp://p:1".into()), ConnState::Mining);
         let snapshot = stats.snapshot();
-        let text = metrics_text(&snapshot).unwrap();
+        let text = metrics_text(&snapshot, "sha-ni").unwrap();
+        assert!(
+            text.contains(&format!(
+                "quarry_miner_build{{version=\"{}\",kernel=\"sha-ni\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
         assert!(
             text.contains("quarry_miner_hashes_total{thread=\"1\"} 500"),
             "{text}"
@@ -192,7 +228,8 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("quarry_miner_uptime_seconds"), "{text}");
-        let status = status_json(&snapshot);
+        let status = status_json(&snapshot, "sha-ni");
+        assert_eq!(status["kernel"], "sha-ni");
         assert_eq!(status["accepted"], 1);
         assert_eq!(status["rejected_by_reason"]["duplicate share"], 1);
         assert_eq!(status["connection"], "mining");

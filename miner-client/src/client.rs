@@ -21,7 +21,8 @@ use crate::session::{Action, Session, SessionConfig};
 use crate::stats::{ConnState, Stats};
 use crate::tls;
 use crate::url::PoolUrl;
-use quarry_protocol::LineCodec;
+use quarry_protocol::target::difficulty_for;
+use quarry_protocol::{Difficulty, LineCodec};
 
 /// The longest line accepted from a pool: a notify with a large coinbase and many
 /// merkle branches is a few KB; anything near this is hostile.
@@ -34,30 +35,43 @@ const MAX_HELD: usize = 256;
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
-/// Exponential backoff: 1 s doubling to 60 s, each pause jittered by ±20 %.
+/// Reconnect pauses: 1 s for the first [`Backoff::QUICK`] tries, so a pool that
+/// is just starting is reached within a second or two of answering, then
+/// doubling to 60 s; each pause jittered by ±20 %.
 #[derive(Debug)]
 pub struct Backoff {
+    quick_left: u32,
     next: Duration,
 }
 
 impl Backoff {
+    const QUICK: u32 = 5;
     const MIN: Duration = Duration::from_secs(1);
     const MAX: Duration = Duration::from_secs(60);
 
-    /// Starts at the minimum.
+    /// Starts with the quick tries.
     pub fn new() -> Backoff {
-        Backoff { next: Self::MIN }
+        Backoff {
+            quick_left: Self::QUICK,
+            next: Self::MIN * 2,
+        }
     }
 
-    /// Back to the minimum (after a connection that worked).
+    /// Back to the start (after a connection that worked).
     pub fn reset(&mut self) {
-        self.next = Self::MIN;
+        *self = Backoff::new();
     }
 
-    /// The next pause, then doubles.
+    /// The next pause.
     pub fn pause(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
+        let base = if self.quick_left > 0 {
+            self.quick_left -= 1;
+            Self::MIN
+        } else {
+            let base = self.next;
+            self.next = (self.next * 2).min(Self::MAX);
+            base
+        };
         base.mul_f64(rand::rng().random_range(0.8..=1.2))
     }
 }
@@ -90,6 +104,8 @@ pub struct Client {
     resume: HashMap<PoolUrl, String>,
     /// The previous connection and its pool: its shares may still be valid.
     previous: Option<(u64, PoolUrl)>,
+    /// Hashes per second measured before mining, for the first suggestion.
+    calibrated: f64,
 }
 
 impl Client {
@@ -119,7 +135,28 @@ impl Client {
             connection: 0,
             resume: HashMap::new(),
             previous: None,
+            calibrated: 0.0,
         })
+    }
+
+    /// Suggests difficulties for `hashes_per_second` (measured before mining)
+    /// until the hashing threads have measured themselves.
+    pub fn calibrated(mut self, hashes_per_second: f64) -> Client {
+        self.calibrated = hashes_per_second;
+        self
+    }
+
+    /// The difficulty to suggest at connect: one share per `share_interval`
+    /// at the rate the threads hash at (or were calibrated at, before that).
+    fn suggestion(&self) -> Option<Difficulty> {
+        let interval = self.config.share_interval?;
+        let mining: f64 = self.stats.snapshot().rates.iter().sum();
+        let rate = if mining > 0.0 {
+            mining
+        } else {
+            self.calibrated
+        };
+        difficulty_for(rate, interval.as_secs_f64())
     }
 
     /// Mines forever: connect, mine, reconnect.
@@ -179,6 +216,7 @@ impl Client {
                 pass: self.config.pass.clone(),
                 version_mask: self.config.version_mask,
                 extranonce_subscribe: self.config.extranonce_subscribe,
+                suggest_difficulty: self.suggestion(),
             },
             connection,
         );

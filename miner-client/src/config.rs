@@ -95,6 +95,11 @@ pub struct Options {
     /// While on a backup pool, probe the primary this often, in seconds [default: 30].
     #[arg(long, env = "QUARRY_MINER_FAILBACK_INTERVAL", value_name = "SECONDS")]
     pub failback_interval: Option<f64>,
+    /// At connect, suggest the difficulty that gives one share every this many
+    /// seconds at the measured hash rate (mining.suggest_difficulty); 0 suggests
+    /// nothing [default: 5].
+    #[arg(long, env = "QUARRY_MINER_SHARE_INTERVAL", value_name = "SECONDS")]
+    pub share_interval: Option<f64>,
 
     /// Seconds between hashrate/shares summary lines [default: 30].
     #[arg(long, env = "QUARRY_MINER_PRINT_INTERVAL", value_name = "SECONDS")]
@@ -141,7 +146,7 @@ impl Options {
         }
         merge!(
             user, pass, threads, kernel, ca_file, tls_fingerprint, version_mask,
-            pool_timeout, failback_interval, print_interval, log_format, api;
+            pool_timeout, failback_interval, share_interval, print_interval, log_format, api;
             insecure, no_version_rolling, extranonce_subscribe, quiet
         )
     }
@@ -150,7 +155,7 @@ impl Options {
 /// Mining, or measuring the hash rate offline.
 #[derive(Debug, Clone)]
 pub enum Mode {
-    Mine(MineConfig),
+    Mine(Box<MineConfig>),
     Benchmark { seconds: Duration, json: bool },
 }
 
@@ -167,6 +172,8 @@ pub struct MineConfig {
     pub extranonce_subscribe: bool,
     pub pool_timeout: Duration,
     pub failback_interval: Duration,
+    /// The share interval suggested difficulties aim at; `None`: suggest nothing.
+    pub share_interval: Option<Duration>,
     pub print_interval: Duration,
     pub api: Option<SocketAddr>,
 }
@@ -217,7 +224,7 @@ impl MinerConfig {
                 json: options.json,
             }
         } else {
-            Mode::Mine(mine_config(&options)?)
+            Mode::Mine(Box::new(mine_config(&options)?))
         };
         Ok(MinerConfig {
             mode,
@@ -274,6 +281,10 @@ fn mine_config(options: &Options) -> anyhow::Result<MineConfig> {
         extranonce_subscribe: options.extranonce_subscribe,
         pool_timeout: seconds("pool_timeout", options.pool_timeout, 120.0)?,
         failback_interval: seconds("failback_interval", options.failback_interval, 30.0)?,
+        share_interval: match options.share_interval {
+            Some(0.0) => None,
+            given => Some(seconds("share_interval", given, 5.0)?),
+        },
         print_interval: seconds("print_interval", options.print_interval, 30.0)?,
         api,
     })
@@ -291,7 +302,7 @@ mod tests {
 
     fn mine(config: MinerConfig) -> MineConfig {
         match config.mode {
-            Mode::Mine(m) => m,
+            Mode::Mine(m) => *m,
             Mode::Benchmark { .. } => panic!("benchmark mode"),
         }
     }

@@ -17,6 +17,9 @@ use crate::stats::{Rate, Stats};
 
 /// Verified shares waiting for the network task, at most.
 const SHARE_QUEUE: usize = 1024;
+/// How long the threads hash before the first connection, to suggest a
+/// difficulty that suits them.
+const CALIBRATION: Duration = Duration::from_millis(300);
 
 /// Resolves the options and runs.
 ///
@@ -35,7 +38,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            runtime.block_on(mine_until_signal(mine, config.threads, config.kernel))
+            runtime.block_on(mine_until_signal(*mine, config.threads, config.kernel))
         }
     }
 }
@@ -75,17 +78,26 @@ async fn mine_until_signal(
     threads: usize,
     kernel: Kernel,
 ) -> anyhow::Result<()> {
+    let calibrated = if config.share_interval.is_some() {
+        tokio::task::spawn_blocking(move || {
+            crate::benchmark::run(threads, kernel, CALIBRATION).hashes_per_second
+        })
+        .await
+        .context("measuring the hash rate")?
+    } else {
+        0.0
+    };
     let stats = Arc::new(Stats::new(threads));
     let (shares_tx, shares_rx) = mpsc::channel(SHARE_QUEUE);
     let hashers = Hashers::start(threads, kernel, Arc::clone(&stats), shares_tx);
-    tracing::info!(threads, kernel = %kernel.kind(), pools = config.pools.len(), "quarry-miner {} starting", env!("CARGO_PKG_VERSION"));
+    tracing::info!(threads, kernel = %kernel.kind(), pools = config.pools.len(), hashrate = %Rate(calibrated), "quarry-miner {} starting", env!("CARGO_PKG_VERSION"));
     if let Some(addr) = config.api {
-        let bound = crate::api::serve(addr, Arc::clone(&stats)).await?;
+        let bound = crate::api::serve(addr, Arc::clone(&stats), kernel.kind().name()).await?;
         tracing::info!("API on http://{bound}/status and http://{bound}/metrics");
     }
     let reporter = tokio::spawn(report(Arc::clone(&stats), config.print_interval));
     let client = match Client::new(config, hashers.board(), shares_rx, Arc::clone(&stats)) {
-        Ok(client) => client,
+        Ok(client) => client.calibrated(calibrated),
         Err(error) => {
             hashers.stop();
             return Err(error);

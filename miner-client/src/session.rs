@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use quarry_protocol::fields::HexU32Be;
-use quarry_protocol::jsonrpc::{self, Call, Id, Message, Response};
+use quarry_protocol::jsonrpc::{self, Call, Id, Message, Response, WireLine};
 use quarry_protocol::messages::{
     Authorize, Configure, ConfigureResult, Notify, ParamsError, Reconnect, Submit, Subscribe,
     SubscribeResult,
@@ -38,13 +38,16 @@ pub struct SessionConfig {
     /// The version-rolling mask to ask for; `None` to not send `mining.configure`.
     pub version_mask: Option<u32>,
     pub extranonce_subscribe: bool,
+    /// The difficulty to suggest (`mining.suggest_difficulty`) between
+    /// subscribing and authorizing, so the pool can start the session there.
+    pub suggest_difficulty: Option<Difficulty>,
 }
 
 /// What the connection should do after a line.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Write this line to the pool.
-    Send(String),
+    Send(WireLine),
     /// Hash this job from now on.
     Job(Arc<Job>),
     /// The worker is authorized: mining has started.
@@ -77,6 +80,7 @@ enum Pending {
     Subscribe { resumed: bool },
     Authorize,
     ExtranonceSubscribe,
+    SuggestDifficulty,
     Submit { job_id: String, difficulty: f64 },
 }
 
@@ -146,6 +150,12 @@ impl Session {
             out.push(self.request(request, Pending::Configure));
         }
         out.push(self.subscribe(resume));
+        if let Some(difficulty) = self.config.suggest_difficulty {
+            out.push(self.request(
+                ClientRequest::SuggestDifficulty(difficulty),
+                Pending::SuggestDifficulty,
+            ));
+        }
         let authorize = ClientRequest::Authorize(Authorize {
             username: self.config.user.clone(),
             password: Some(self.config.pass.clone()),
@@ -182,7 +192,7 @@ impl Session {
     /// The `mining.submit` line for `share`, or `None` when its job is void: cleaned
     /// since, or from another connection whose extranonce1 or previous block differ.
     /// `same_pool` says whether a share from an earlier connection came from this pool.
-    pub fn submit(&mut self, share: &FoundShare, same_pool: bool) -> Option<String> {
+    pub fn submit(&mut self, share: &FoundShare, same_pool: bool) -> Option<WireLine> {
         let job = &share.job;
         let valid = if job.connection == self.connection {
             job.generation >= self.clean_since
@@ -226,7 +236,7 @@ impl Session {
     }
 
     /// Formats `request` under a fresh id and remembers what the id asked.
-    fn request_line(&mut self, request: ClientRequest, pending: Pending) -> String {
+    fn request_line(&mut self, request: ClientRequest, pending: Pending) -> WireLine {
         let id = self.next_id;
         self.next_id += 1;
         if self.pending.len() >= MAX_PENDING {
@@ -291,7 +301,15 @@ impl Session {
             (Pending::Authorize, Reply::Rejected { reason, .. }) => {
                 vec![Action::Unauthorized(reason)]
             }
-            (Pending::ExtranonceSubscribe, Reply::Accepted(_)) => vec![],
+            (Pending::ExtranonceSubscribe | Pending::SuggestDifficulty, Reply::Accepted(_)) => {
+                vec![]
+            }
+            // A pool that does not take suggestions keeps its own difficulty.
+            (Pending::SuggestDifficulty, Reply::Rejected { reason, .. }) => {
+                vec![Action::Ignored(format!(
+                    "mining.suggest_difficulty refused: {reason}"
+                ))]
+            }
             (Pending::ExtranonceSubscribe, Reply::Rejected { reason, .. }) => {
                 vec![Action::Ignored(format!(
                     "mining.extranonce.subscribe refused: {reason}"

@@ -81,6 +81,7 @@ fn config(pools: Vec<PoolUrl>) -> MineConfig {
         extranonce_subscribe: false,
         pool_timeout: Duration::from_secs(1),
         failback_interval: Duration::from_secs(30),
+        share_interval: None,
         print_interval: Duration::from_secs(30),
         api: None,
     }
@@ -184,13 +185,12 @@ fn board_job_id(board: &Board) -> String {
 }
 
 #[test]
-fn backoff_doubles_to_a_minute_with_jitter() {
+fn backoff_retries_quickly_then_doubles_to_a_minute_with_jitter() {
     let mut backoff = Backoff::new();
-    let pauses: Vec<f64> = (0..9).map(|_| backoff.pause().as_secs_f64()).collect();
-    for (pause, base) in pauses
-        .iter()
-        .zip([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0])
-    {
+    let pauses: Vec<f64> = (0..13).map(|_| backoff.pause().as_secs_f64()).collect();
+    for (pause, base) in pauses.iter().zip([
+        1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0,
+    ]) {
         assert!(
             (base * 0.8..=base * 1.2).contains(pause),
             "{pause} vs {base}"

@@ -10,6 +10,7 @@ fn config(version_mask: Option<u32>, extranonce_subscribe: bool) -> SessionConfi
         pass: "x".into(),
         version_mask,
         extranonce_subscribe,
+        suggest_difficulty: None,
     }
 }
 
@@ -86,6 +87,34 @@ fn opening_requests_go_out_back_to_back() {
     let lines = sent(&plain.start(Some("ab".into())));
     assert_eq!(lines.len(), 2, "no configure, no extranonce.subscribe");
     assert_eq!(lines[0]["params"], json!([USER_AGENT, "ab"]));
+}
+
+#[test]
+fn a_suggested_difficulty_goes_between_subscribe_and_authorize() {
+    let mut session = Session::new(
+        SessionConfig {
+            suggest_difficulty: Some(Difficulty::new(0.05).unwrap()),
+            ..config(None, false)
+        },
+        1,
+    );
+    let lines = sent(&session.start(None));
+    let methods: Vec<&Value> = lines.iter().map(|l| &l["method"]).collect();
+    assert_eq!(
+        methods,
+        [
+            "mining.subscribe",
+            "mining.suggest_difficulty",
+            "mining.authorize"
+        ]
+    );
+    assert_eq!(lines[1]["params"], json!([0.05]));
+    // A pool that refuses it costs nothing.
+    let refused = r#"{"id":2,"result":null,"error":[20,"unknown method",null]}"#;
+    assert!(matches!(
+        session.handle_line(refused).as_slice(),
+        [Action::Ignored(_)]
+    ));
 }
 
 #[test]
