@@ -9,6 +9,7 @@ pub mod grind;
 pub mod load;
 pub mod miner;
 pub mod node;
+pub mod peers;
 pub mod process;
 pub mod wire;
 

@@ -2,7 +2,11 @@
 //! `bitcoind` binary: every block the pool finds is accepted, carries the mempool's
 //! transactions and pays the payout address, the node's block count grows by exactly
 //! the blocks the pool reports, a block mined on the node reaches the miner as a clean
-//! job, and the pool survives the node restarting. Skipped when `BITCOIND` is unset.
+//! job, and the pool survives the node restarting. Then the same with the real CPU
+//! miners (`QUARRY_MINERD`, `QUARRY_CPUMINER_OPT`) doing the mining, the node
+//! restarted mid-run: the node's height grows by exactly the blocks the pool reports
+//! accepted, and every block it did not accept is reported with the node's reason.
+//! Skipped when `BITCOIND` (or a miner's variable) is unset.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,6 +19,7 @@ use bitcoin::{
     Address, Amount, Network, OutPoint, Script, ScriptBuf, Sequence, Transaction, TxIn, TxOut,
     Txid, Witness,
 };
+use quarry_tests::peers::{Peer, CPUMINER_OPT, MINERD};
 use quarry_tests::{Client, PoolProcess};
 use serde_json::{json, Value};
 
@@ -159,41 +164,71 @@ fn wait_for_count(node: &Node, count: u64) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_pool_mines_a_real_regtest_chain() {
-    let Some(binary) = std::env::var_os("BITCOIND").map(PathBuf::from) else {
+/// The `bitcoind` binary named by `BITCOIND`, or `None` (having said why).
+fn bitcoind(test: &str) -> Option<PathBuf> {
+    let binary = std::env::var_os("BITCOIND").map(PathBuf::from);
+    if binary.is_none() {
         eprintln!(
-            "skipping the_pool_mines_a_real_regtest_chain: set BITCOIND to the path of a \
-             bitcoind binary (Bitcoin Core v26 or later) to run it"
+            "skipping {test}: set BITCOIND to the path of a bitcoind binary \
+             (Bitcoin Core v26 or later) to run it"
         );
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let datadir = dir.path().join("bitcoind");
+    }
+    binary
+}
+
+/// A regtest node with 103 blocks paid to an anyone-can-spend address and three
+/// of their coinbases spent into its mempool, and a pool in front of it.
+struct Setup {
+    node: Node,
+    pool: PoolProcess,
+    address: Address,
+    mempool: Vec<Txid>,
+}
+
+fn set_up(binary: &Path, dir: &Path, extra: &[&str]) -> Setup {
+    let datadir = dir.join("bitcoind");
     std::fs::create_dir_all(&datadir).unwrap();
-    let node = Node::start(&binary, &datadir, free_port());
+    let node = Node::start(binary, &datadir, free_port());
     let (witness_script, address) = anyone_can_spend();
     node.call("generatetoaddress", json!([103, address.to_string()]));
     let mempool: Vec<Txid> = (1..=3)
         .map(|height| spend_coinbase(&node, height, &address, &witness_script))
         .collect();
-
-    let pool_dir = dir.path().join("pool");
-    let args = [
-        "--chain".to_owned(),
-        "bitcoind".into(),
-        "--bitcoind-url".into(),
-        node.url(),
-        "--bitcoind-cookie".into(),
-        node.cookie().display().to_string(),
-        "--payout-address".into(),
-        address.to_string(),
-        "--start-difficulty".into(),
-        "1e-9".into(),
+    let (url, cookie) = (node.url(), node.cookie().display().to_string());
+    let mut args = vec![
+        "--chain",
+        "bitcoind",
+        "--bitcoind-url",
+        &url,
+        "--bitcoind-cookie",
+        &cookie,
     ];
-    let pool = tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        PoolProcess::start(&pool_dir, &args)
+    let payout = address.to_string();
+    args.extend(["--payout-address", &payout]);
+    args.extend(extra);
+    let pool = PoolProcess::start(&dir.join("pool"), &args);
+    Setup {
+        node,
+        pool,
+        address,
+        mempool,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_mines_a_real_regtest_chain() {
+    let Some(binary) = bitcoind("the_pool_mines_a_real_regtest_chain") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    let Setup {
+        node,
+        pool,
+        address,
+        mempool,
+    } = tokio::task::spawn_blocking(move || {
+        set_up(&binary, &path, &["--start-difficulty", "1e-9"])
     })
     .await
     .unwrap();
@@ -286,4 +321,122 @@ async fn the_pool_mines_a_real_regtest_chain() {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What the pool says of its found blocks: hashes by status.
+fn pool_blocks(pool: &PoolProcess) -> Vec<(String, String)> {
+    pool.api_get("/api/blocks?limit=1000")["blocks"]
+        .as_array()
+        .expect("blocks")
+        .iter()
+        .map(|b| {
+            let field = |k: &str| b[k].as_str().unwrap_or_default().to_owned();
+            (field("hash"), field("status"))
+        })
+        .collect()
+}
+
+fn accepted(blocks: &[(String, String)]) -> usize {
+    blocks.iter().filter(|(_, s)| s == "accepted").count()
+}
+
+/// `peer` mines on the pool in front of a real node, which restarts mid-run.
+fn real_miner_on_a_real_node(peer: &Peer, test: &str) {
+    let Some(bitcoind) = bitcoind(test) else {
+        return;
+    };
+    let Some(miner_binary) = peer.binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // A share every second or so; on regtest nearly every share is a block.
+    let Setup {
+        node,
+        pool,
+        address,
+        mempool,
+    } = set_up(
+        &bitcoind,
+        dir.path(),
+        &["--start-difficulty", "0.004", "--share-interval", "1"],
+    );
+    let start_count = node.block_count();
+    let url = format!("stratum+tcp://127.0.0.1:{}", pool.tcp.port());
+    let cert = dir.path().join("unused-cert.pem");
+    let miner = Peer::start(&miner_binary, &url, "erin.rig", &cert);
+    let wait_accepted = |count: usize, what: &str| {
+        let deadline = Instant::now() + 3 * WAIT;
+        while accepted(&pool_blocks(&pool)) < count {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {:?}\n{}",
+                pool_blocks(&pool),
+                miner.transcript()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_accepted(3, "three blocks");
+
+    // The node restarts while the miner works on.
+    let (binary, datadir, port) = node.stop();
+    let node = Node::start(&binary, &datadir, port);
+    let before = accepted(&pool_blocks(&pool));
+    wait_accepted(before + 3, "three more blocks after the node restarted");
+    drop(miner);
+
+    // A block of the node's own moves the tip, so the pool checks which of
+    // its blocks stayed in the best chain; then the counts must agree.
+    node.call("generatetoaddress", json!([1, address.to_string()]));
+    let deadline = Instant::now() + WAIT;
+    let blocks = loop {
+        let blocks = pool_blocks(&pool);
+        let grown = node.block_count() - start_count - 1;
+        if grown == accepted(&blocks) as u64 {
+            break blocks;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node grew by {grown}, the pool reports {} accepted: {blocks:?}",
+            accepted(&blocks)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let not_accepted: Vec<&(String, String)> =
+        blocks.iter().filter(|(_, s)| s != "accepted").collect();
+    eprintln!(
+        "{} on bitcoind: {} blocks accepted by the node, {} not: {not_accepted:?}",
+        peer.name,
+        accepted(&blocks),
+        not_accepted.len()
+    );
+    // Every accepted block is in the best chain and pays the payout address.
+    let payout = hex(address.script_pubkey().as_bytes());
+    for (hash, _) in blocks.iter().filter(|(_, s)| s == "accepted") {
+        let block = node.call("getblock", json!([hash, 2]));
+        assert!(block["confirmations"].as_i64().unwrap_or(-1) >= 1, "{hash}");
+        assert_eq!(
+            block["tx"][0]["vout"][0]["scriptPubKey"]["hex"].as_str(),
+            Some(payout.as_str()),
+            "{hash}"
+        );
+    }
+    // The mempool's transactions were mined (their outputs are confirmed coins).
+    for txid in &mempool {
+        let out = node.call("gettxout", json!([txid.to_string(), 0, false]));
+        assert!(
+            out["confirmations"].as_u64().unwrap_or(0) >= 1,
+            "{txid}: {out}"
+        );
+    }
+}
+
+#[test]
+fn minerd_mines_a_real_regtest_chain() {
+    real_miner_on_a_real_node(&MINERD, "minerd_mines_a_real_regtest_chain");
+}
+
+#[test]
+fn cpuminer_opt_mines_a_real_regtest_chain() {
+    real_miner_on_a_real_node(&CPUMINER_OPT, "cpuminer_opt_mines_a_real_regtest_chain");
 }

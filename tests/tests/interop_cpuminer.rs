@@ -13,12 +13,11 @@
 //! job. Skipped when a variable is unset, unless `QUARRY_REQUIRE_PEERS` is set
 //! (as CI sets it where the programs are installed).
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use quarry_tests::process::forward;
-use quarry_tests::{Killed, PoolProcess};
+use quarry_tests::peers::{Peer, CPUMINER_OPT, MINERD};
+use quarry_tests::PoolProcess;
 use serde_json::Value;
 
 const WORKER: &str = "alice.rig1";
@@ -27,34 +26,6 @@ const SHARES: u64 = 120;
 const BLOCKS: u64 = 2;
 /// How long a run may take at most.
 const RUN_LIMIT: Duration = Duration::from_secs(300);
-
-/// A miner program nobody here wrote.
-struct Peer {
-    name: &'static str,
-    variable: &'static str,
-}
-
-const MINERD: Peer = Peer {
-    name: "pooler cpuminer (minerd)",
-    variable: "QUARRY_MINERD",
-};
-const CPUMINER_OPT: Peer = Peer {
-    name: "cpuminer-opt",
-    variable: "QUARRY_CPUMINER_OPT",
-};
-
-impl Peer {
-    fn binary(&self) -> Option<PathBuf> {
-        let binary = std::env::var_os(self.variable).map(PathBuf::from);
-        if binary.is_none() {
-            quarry_tests::skip_unless_required(
-                "QUARRY_REQUIRE_PEERS",
-                &format!("{} is not set (the path of {})", self.variable, self.name),
-            );
-        }
-        binary
-    }
-}
 
 /// What the pool saw of one run.
 #[derive(Debug)]
@@ -100,22 +71,13 @@ fn start_pool(dir: &tempfile::TempDir) -> PoolProcess {
     )
 }
 
-fn signal(miner: &Killed, name: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(miner.0.id().to_string())
-        .status()
-        .expect("kill(1)");
-    assert!(status.success(), "kill -{name}");
-}
-
 fn worker_view(pool: &PoolProcess) -> Option<Value> {
     quarry_tests::miner::worker(pool, WORKER)
 }
 
 /// Mines with `binary` on `pool` until the run has spanned everything it
 /// must; returns what the pool counted.
-fn mine(binary: &PathBuf, pool: &PoolProcess, dir: &tempfile::TempDir, tls: bool) -> Outcome {
+fn mine(binary: &Path, pool: &PoolProcess, dir: &tempfile::TempDir, tls: bool) -> Outcome {
     let url = if tls {
         // The certificate names localhost.
         format!("stratum+tcps://localhost:{}", pool.tls.port())
@@ -124,21 +86,8 @@ fn mine(binary: &PathBuf, pool: &PoolProcess, dir: &tempfile::TempDir, tls: bool
     };
     let cert = dir.path().join("pool-cert.pem");
     std::fs::write(&cert, pool.certificate_pem()).expect("writing the certificate");
-    let mut command = Command::new(binary);
-    command
-        .args([
-            "-a", "sha256d", "-t", "1", "-o", &url, "-u", WORKER, "-p", "x",
-        ])
-        .arg(format!("--cert={}", cert.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().expect("spawning the miner");
-    let (tx, lines) = std::sync::mpsc::channel();
-    forward(child.stdout.take().expect("stdout"), tx.clone());
-    forward(child.stderr.take().expect("stderr"), tx);
-    let miner = Killed(child);
-    let transcript = || lines.try_iter().collect::<Vec<_>>().join("\n");
+    let miner = Peer::start(binary, &url, WORKER, &cert);
+    let transcript = || miner.transcript();
 
     let started = Instant::now();
     let blocks_before = pool.api_get("/api/pool")["blocks_found"]
@@ -173,13 +122,13 @@ fn mine(binary: &PathBuf, pool: &PoolProcess, dir: &tempfile::TempDir, tls: bool
         match paused_at {
             // Up first; then a pause until the difficulty comes down.
             None if ups >= 1 && accepted >= 20 => {
-                signal(&miner, "STOP");
+                miner.signal("STOP");
                 paused_at = Some(Instant::now());
             }
             Some(at) if !resumed => {
                 let down = difficulties.windows(2).last().is_some_and(|w| w[1] < w[0]);
                 if down {
-                    signal(&miner, "CONT");
+                    miner.signal("CONT");
                     resumed = true;
                     eprintln!(
                         "paused {:.1} s until the difficulty came down",
