@@ -97,7 +97,7 @@ pub struct Options {
     pub failback_interval: Option<f64>,
     /// At connect, suggest the difficulty that gives one share every this many
     /// seconds at the measured hash rate (mining.suggest_difficulty); 0 suggests
-    /// nothing [default: 5].
+    /// nothing [default: 3].
     #[arg(long, env = "QUARRY_MINER_SHARE_INTERVAL", value_name = "SECONDS")]
     pub share_interval: Option<f64>,
 
@@ -113,6 +113,10 @@ pub struct Options {
     /// Serve GET /status (JSON) and /metrics (Prometheus) on this address.
     #[arg(long, env = "QUARRY_MINER_API", value_name = "ADDR")]
     pub api: Option<String>,
+    /// Serve tokio-console here, e.g. 127.0.0.1:6669 (a build with the `console`
+    /// feature only; keep it on loopback and tunnel over SSH) [default: off].
+    #[arg(long, env = "QUARRY_MINER_CONSOLE", value_name = "ADDR")]
+    pub console: Option<String>,
 
     /// Hash a synthetic job offline and report the speed, instead of mining.
     #[arg(long)]
@@ -146,7 +150,8 @@ impl Options {
         }
         merge!(
             user, pass, threads, kernel, ca_file, tls_fingerprint, version_mask,
-            pool_timeout, failback_interval, share_interval, print_interval, log_format, api;
+            pool_timeout, failback_interval, share_interval, print_interval, log_format, api,
+            console;
             insecure, no_version_rolling, extranonce_subscribe, quiet
         )
     }
@@ -186,6 +191,8 @@ pub struct MinerConfig {
     pub kernel: Kernel,
     pub quiet: bool,
     pub log_format: LogFormat,
+    /// Where tokio-console connects; `None`: nothing listens.
+    pub console: Option<SocketAddr>,
 }
 
 fn seconds(name: &str, value: Option<f64>, default: f64) -> anyhow::Result<Duration> {
@@ -232,6 +239,7 @@ impl MinerConfig {
             kernel,
             quiet: options.quiet,
             log_format: options.log_format.unwrap_or_default(),
+            console: address("console", options.console.as_deref(), "127.0.0.1:6669")?,
         })
     }
 }
@@ -264,14 +272,7 @@ fn mine_config(options: &Options) -> anyhow::Result<MineConfig> {
                 .with_context(|| format!("version_mask: {text:?} is not 8 hex digits"))?,
         ),
     };
-    let api = options
-        .api
-        .as_deref()
-        .map(|a| {
-            a.parse()
-                .with_context(|| format!("api: {a:?} is not an address like 127.0.0.1:9100"))
-        })
-        .transpose()?;
+    let api = address("api", options.api.as_deref(), "127.0.0.1:9100")?;
     Ok(MineConfig {
         pools,
         user,
@@ -283,11 +284,21 @@ fn mine_config(options: &Options) -> anyhow::Result<MineConfig> {
         failback_interval: seconds("failback_interval", options.failback_interval, 30.0)?,
         share_interval: match options.share_interval {
             Some(0.0) => None,
-            given => Some(seconds("share_interval", given, 5.0)?),
+            given => Some(seconds("share_interval", given, 3.0)?),
         },
         print_interval: seconds("print_interval", options.print_interval, 30.0)?,
         api,
     })
+}
+
+/// Parses an optional listen address; `example` shows the expected form.
+fn address(name: &str, value: Option<&str>, example: &str) -> anyhow::Result<Option<SocketAddr>> {
+    value
+        .map(|a| {
+            a.parse()
+                .with_context(|| format!("{name}: {a:?} is not an address like {example}"))
+        })
+        .transpose()
 }
 
 fn read_file(path: &Path) -> anyhow::Result<Options> {
@@ -346,6 +357,40 @@ mod tests {
         assert_eq!(config.pass, "x", "default");
         assert_eq!(config.version_mask, Some(0x1fff_e000));
         assert_eq!(config.trust, Trust::Platform);
+    }
+
+    #[test]
+    fn console_flag_beats_env_beats_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("miner.toml");
+        std::fs::write(
+            &file,
+            "url = [\"stratum+tcp://a:1\"]\nuser = \"a.b\"\nconsole = \"127.0.0.1:6669\"\n",
+        )
+        .unwrap();
+        let console = |args: &[&str]| {
+            let mut all = vec!["quarry-miner", "--config", file.to_str().unwrap()];
+            all.extend_from_slice(args);
+            MinerConfig::resolve(Cli::try_parse_from(all).unwrap().options)
+                .unwrap()
+                .console
+                .map(|addr| addr.port())
+        };
+        assert_eq!(console(&[]), Some(6669), "file");
+        // Only this test uses this variable.
+        std::env::set_var("QUARRY_MINER_CONSOLE", "127.0.0.1:6670");
+        let from_env = console(&[]);
+        let from_flag = console(&["--console", "127.0.0.1:6671"]);
+        std::env::remove_var("QUARRY_MINER_CONSOLE");
+        assert_eq!(from_env, Some(6670), "env over file");
+        assert_eq!(from_flag, Some(6671), "flag over env");
+        let err = MinerConfig::resolve(
+            Cli::try_parse_from(["quarry-miner", "--benchmark", "--console", "6669"])
+                .unwrap()
+                .options,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("console"), "{err}");
     }
 
     #[test]

@@ -22,6 +22,11 @@ const HYSTERESIS: f64 = 1.5;
 const MAX_STEP: f64 = 16.0;
 /// Shares that justify a retarget before the window has passed.
 const EARLY_SHARES: u32 = 24;
+/// Fewer shares suffice when the rate is off by more than [`FAR`]: six shares
+/// put the true rate within about 0.4x..2.2x of the estimate, so a miner that
+/// starts (or suggested) far from its difficulty is moved in seconds.
+const EARLY_FAR_SHARES: u32 = 6;
+const FAR: f64 = 3.0;
 
 /// Vardiff settings.
 #[derive(Debug, Clone, Copy)]
@@ -104,12 +109,16 @@ impl Vardiff {
         }
         let elapsed = now.duration_since(self.since).as_secs_f64();
         let window_passed = elapsed >= self.config.window.as_secs_f64();
-        if !window_passed && self.shares < EARLY_SHARES || elapsed <= 0.0 {
+        if !window_passed && self.shares < EARLY_FAR_SHARES || elapsed <= 0.0 {
             return None;
         }
         // The difficulty that would have given one share per interval.
         let wanted = self.work * self.config.share_interval.as_secs_f64() / elapsed;
         let ratio = wanted / self.current.get();
+        let far = !(1.0 / FAR..=FAR).contains(&ratio);
+        if !window_passed && self.shares < EARLY_SHARES && !far {
+            return None;
+        }
         if (1.0 / HYSTERESIS..=HYSTERESIS).contains(&ratio) {
             self.restart(now);
             return None;
@@ -202,6 +211,35 @@ mod tests {
                 (diff / 5.0 - 1.0).abs() < 0.5,
                 "start {start} ended at {diff}"
             );
+        }
+    }
+
+    /// A miner that suggested a difficulty for a share every 3 s on a pool
+    /// that wants one every 10 s is moved after six shares, not after a
+    /// minute's window or 24 shares; one only a little off waits for those.
+    #[tokio::test(start_paused = true)]
+    async fn far_off_moves_after_six_shares() {
+        let mut vardiff = Vardiff::new(config(), Difficulty::new(3.0).unwrap(), Instant::now());
+        vardiff.announced(Instant::now());
+        // 1 difficulty-1 share a second wants difficulty 10: a share every 3 s.
+        let mut changes = Vec::new();
+        for _ in 0..6 {
+            tokio::time::advance(Duration::from_secs(3)).await;
+            changes.push(vardiff.on_share(Instant::now(), 3.0));
+        }
+        assert_eq!(changes[..5], [None; 5]);
+        let raised = changes[5].expect("raised after six shares").get();
+        assert!((raised / 10.0 - 1.0).abs() < 0.01, "{raised}");
+
+        // Off by 2x (inside FAR, outside the hysteresis): 24 shares, not 6.
+        let mut cfg = config();
+        cfg.window = Duration::from_secs(600);
+        let mut vardiff = Vardiff::new(cfg, Difficulty::new(5.0).unwrap(), Instant::now());
+        vardiff.announced(Instant::now());
+        for n in 1..=24 {
+            tokio::time::advance(Duration::from_secs(5)).await;
+            let change = vardiff.on_share(Instant::now(), 5.0);
+            assert_eq!(change.is_some(), n == 24, "share {n}");
         }
     }
 
