@@ -237,7 +237,7 @@ async fn a_resumed_session_is_handed_new_work_and_keeps_its_old() {
     // The second share is "in flight" when the connection drops.
     drop(first);
 
-    let mut resumed = Client::tcp(pool.tcp).await;
+    let (mut resumed, seen) = recorded_tcp(&pool).await;
     let reply = resumed
         .request("mining.subscribe", json!(["quarry-tests/1", session_id]))
         .await;
@@ -275,4 +275,8 @@ async fn a_resumed_session_is_handed_new_work_and_keeps_its_old() {
     }
     let totals = pool.api_get("/api/pool");
     assert_eq!(totals["rejected"], json!(0), "{totals}");
+    // The reconnect path writes whole lines too.
+    settle(&mut resumed).await;
+    let lines = whole_json_lines(&seen.lock().expect("recording"));
+    assert!(lines.iter().any(|l| l["method"] == "mining.notify"));
 }

@@ -259,7 +259,12 @@ pub async fn run(args: &HoldArgs) -> anyhow::Result<HoldResult> {
     let (mut all_from_trigger, mut all_spread) = (Vec::new(), Vec::new());
     for _ in 0..args.blocks {
         arrivals.expect(connected - closed);
-        let (job_id, triggered) = find_block(&mut trigger, &common.worker_prefix).await?;
+        let (job_id, triggered) = next_block(
+            &mut trigger,
+            &common.worker_prefix,
+            args.trigger_command.as_deref(),
+        )
+        .await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(args.fanout_timeout);
         loop {
             tokio::select! {
@@ -413,46 +418,37 @@ fn clean_job(line: &str) -> Option<String> {
     serde_json::from_str(params.first()?.get()).ok()
 }
 
-/// Grinds a share that solves a block on the trigger's current job, submits it,
-/// and waits for its answer and the clean job that follows. Returns the new
-/// job's id and when the share was written.
-///
-/// Only the network target matters: a block share below the connection's share
-/// difficulty is still a block (and answered "low difficulty").
-async fn find_block(trigger: &mut Conn, prefix: &str) -> anyhow::Result<(String, Instant)> {
-    let job = trigger.job.clone().context("the trigger has no job")?;
-    let en1 = trigger
-        .extranonce1
-        .context("the trigger is not subscribed")?;
-    let en2 = Extranonce::from_counter(0, trigger.extranonce2_size);
-    let network = network_difficulty(job.nbits.0);
-    if network > MAX_BLOCK_DIFFICULTY {
-        bail!("network difficulty {network} is too high to find blocks here; start the pool with a fractional --chain-difficulty such as 1e-6");
-    }
-    let difficulty = Difficulty::new(network).context("network difficulty")?;
-    let share = {
-        let job = job.clone();
-        tokio::task::spawn_blocking(move || Grinder::new(&job, en1, en2, difficulty, 0).next(true))
-            .await
-            .context("grinding a block")?
-    };
-    let id = trigger.next_id();
-    let worker = format!("{prefix}.trigger");
-    let line = serde_json::json!({"id": id, "method": "mining.submit", "params": share.params(&worker, &job)})
+/// Makes the next block: the trigger connection submits one at the network
+/// difficulty, or `command` (e.g. `bitcoin-cli generatetoaddress 1 …`) mines one
+/// outside the pool. Returns the clean job it caused, as the trigger reads it,
+/// and when the block was made (the share written, or the command started).
+async fn next_block(
+    trigger: &mut Conn,
+    prefix: &str,
+    command: Option<&str>,
+) -> anyhow::Result<(String, Instant)> {
+    let old = trigger
+        .job
+        .as_ref()
+        .context("the trigger has no job")?
+        .job_id
         .to_string();
-    let triggered = Instant::now();
-    trigger.feed(&line).await?;
-    trigger.flush().await?;
-    let old = job.job_id.to_string();
+    let (triggered, id) = match command {
+        Some(command) => (run_command(command).await?, None),
+        None => {
+            let (triggered, id) = submit_block(trigger, prefix).await?;
+            (triggered, Some(id))
+        }
+    };
     let (mut answer, mut new_job) = (None, None);
     let waited = within(HANDSHAKE_TIMEOUT, "the new job after a block", async {
-        while answer.is_none() || new_job.is_none() {
+        while id.is_some() && answer.is_none() || new_job.is_none() {
             match trigger.recv().await? {
                 None => bail!("the pool closed the trigger connection"),
                 Some(Received {
                     message: Message::Response(response),
                     ..
-                }) if response.id == Id::Number(id.into()) => {
+                }) if id.is_some_and(|id| response.id == Id::Number(id.into())) => {
                     answer = Some(Reply::from_response(&response))
                 }
                 Some(_) => {
@@ -471,6 +467,55 @@ async fn find_block(trigger: &mut Conn, prefix: &str) -> anyhow::Result<(String,
         bail!("{error:#} (the block share was answered {answer:?})");
     }
     Ok((new_job.context("new job")?, triggered))
+}
+
+/// Grinds a block on the trigger's job and submits it; returns when it was
+/// written and the request id.
+async fn submit_block(trigger: &mut Conn, prefix: &str) -> anyhow::Result<(Instant, u64)> {
+    let job = trigger.job.clone().context("the trigger has no job")?;
+    let en1 = trigger
+        .extranonce1
+        .context("the trigger is not subscribed")?;
+    let en2 = Extranonce::from_counter(0, trigger.extranonce2_size);
+    let network = network_difficulty(job.nbits.0);
+    if network > MAX_BLOCK_DIFFICULTY {
+        bail!("network difficulty {network} is too high to find blocks here; start the pool with a fractional --chain-difficulty such as 1e-6, or make blocks with --trigger-command");
+    }
+    let difficulty = Difficulty::new(network).context("network difficulty")?;
+    let share = {
+        let job = job.clone();
+        tokio::task::spawn_blocking(move || Grinder::new(&job, en1, en2, difficulty, 0).next(true))
+            .await
+            .context("grinding a block")?
+    };
+    let id = trigger.next_id();
+    let worker = format!("{prefix}.trigger");
+    let line = serde_json::json!({"id": id, "method": "mining.submit", "params": share.params(&worker, &job)})
+        .to_string();
+    let triggered = Instant::now();
+    trigger.feed(&line).await?;
+    trigger.flush().await?;
+    Ok((triggered, id))
+}
+
+/// Runs `command` with `sh -c`; returns when it started.
+async fn run_command(command: &str) -> anyhow::Result<Instant> {
+    let command = command.to_owned();
+    let triggered = Instant::now();
+    let status = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&command)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .with_context(|| format!("running {command:?}"))
+    })
+    .await
+    .context("the trigger command's task")??;
+    if !status.success() {
+        bail!("the trigger command failed: {status}");
+    }
+    Ok(triggered)
 }
 
 #[cfg(test)]

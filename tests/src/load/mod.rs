@@ -101,6 +101,12 @@ pub struct HoldArgs {
     /// Seconds to wait for all N to see a block's clean job.
     #[arg(long, default_value_t = 120.0)]
     pub fanout_timeout: f64,
+    /// Make each block with this shell command (e.g. `bitcoin-cli -regtest
+    /// generatetoaddress 1 ADDR`, for a pool in front of a node) instead of a
+    /// share from the trigger connection; fan-out is then timed from the
+    /// command's start, for any pool alike.
+    #[arg(long, value_name = "CMD")]
+    pub trigger_command: Option<String>,
 }
 
 /// Options of `shares`.
