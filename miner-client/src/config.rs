@@ -97,7 +97,7 @@ pub struct Options {
     pub failback_interval: Option<f64>,
     /// At connect, suggest the difficulty that gives one share every this many
     /// seconds at the measured hash rate (mining.suggest_difficulty); 0 suggests
-    /// nothing [default: 3].
+    /// nothing [default: 2].
     #[arg(long, env = "QUARRY_MINER_SHARE_INTERVAL", value_name = "SECONDS")]
     pub share_interval: Option<f64>,
 
@@ -284,7 +284,7 @@ fn mine_config(options: &Options) -> anyhow::Result<MineConfig> {
         failback_interval: seconds("failback_interval", options.failback_interval, 30.0)?,
         share_interval: match options.share_interval {
             Some(0.0) => None,
-            given => Some(seconds("share_interval", given, 3.0)?),
+            given => Some(seconds("share_interval", given, 2.0)?),
         },
         print_interval: seconds("print_interval", options.print_interval, 30.0)?,
         api,
