@@ -50,6 +50,18 @@ impl MinerProcess {
         }
     }
 
+    /// The `host:port` of the miner's API, from its start-up line.
+    pub fn api_address(&mut self, timeout: Duration) -> String {
+        let line = self
+            .wait_for(&["API on http://"], timeout)
+            .unwrap_or_else(|| panic!("the miner's API address\n{}", self.transcript()));
+        line.split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .expect("host:port after http://")
+            .to_owned()
+    }
+
     /// Whether any line read so far contains `needle`.
     pub fn printed(&self, needle: &str) -> bool {
         self.output.iter().any(|l| l.contains(needle))

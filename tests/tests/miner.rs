@@ -35,15 +35,7 @@ fn mines_over_tls_with_a_pinned_certificate() {
         "--api",
         "127.0.0.1:0",
     ]);
-    let api_line = miner
-        .wait_for(&["API on http://"], WAIT)
-        .unwrap_or_else(|| panic!("API address\n{}", miner.transcript()));
-    let api = api_line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .expect("host:port after http://")
-        .to_owned();
+    let api = miner.api_address(WAIT);
     assert!(
         miner.wait_for(&["share accepted"], WAIT).is_some(),
         "{}",

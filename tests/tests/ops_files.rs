@@ -384,15 +384,7 @@ fn every_metric_in_the_dashboard_and_rules_is_exported() {
     )
     .unwrap();
     let mut miner = MinerProcess::start(&["--config", config.to_str().unwrap()]);
-    let api_line = miner
-        .wait_for(&["API on http://"], WAIT)
-        .unwrap_or_else(|| panic!("the miner's API address\n{}", miner.transcript()));
-    let miner_api = api_line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .expect("host:port after http://")
-        .to_owned();
+    let miner_api = miner.api_address(WAIT);
     accepted_above(&pool, WORKER, 0, WAIT).unwrap_or_else(|| {
         miner.drain();
         panic!("no accepted share\n{}", miner.transcript())
