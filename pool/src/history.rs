@@ -308,11 +308,15 @@ mod tests {
         let accounting = Accounting::restore(Vec::new(), Vec::new());
         let started = accounting.observed_since();
         let worker = accounting.worker("jane.rig");
-        for (at, difficulty) in [(1_000, 2.0), (25_000, 3.0), (70_000, 5.0)] {
-            accounting.record_accept(&worker, difficulty, difficulty, started + at);
-        }
+        let mut shares = [(1_000, 2.0), (25_000, 3.0), (70_000, 5.0)]
+            .into_iter()
+            .peekable();
         let range = Range::parse("1h").unwrap();
         for now in [started + 30_000, started + 90_000, started + 200_000] {
+            // The shares up to `now` (the windows hold no future).
+            while let Some((at, difficulty)) = shares.next_if(|(at, _)| started + at <= now) {
+                accounting.record_accept(&worker, difficulty, difficulty, started + at);
+            }
             let card = accounting.pool_hashrate(now, 600_000);
             for (scope, name, since) in [
                 (Scope::Pool, "", started),
