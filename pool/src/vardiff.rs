@@ -27,6 +27,12 @@ const EARLY_SHARES: u32 = 24;
 /// starts (or suggested) far from its difficulty is moved in seconds.
 const EARLY_FAR_SHARES: u32 = 6;
 const FAR: f64 = 3.0;
+/// How far above its estimate a rate measured over [`EARLY_FAR_SHARES`] can
+/// be: a rate far too high for the difficulty is raised by at least the
+/// estimate over this (past [`MAX_STEP`]), never above the true rate. A
+/// 100 TH/s rig that suggests nothing is then raised from difficulty 1 in one
+/// step, not five round trips of 16x while it floods the submit budget.
+const ESTIMATE_MARGIN: f64 = 2.5;
 
 /// Vardiff settings.
 #[derive(Debug, Clone, Copy)]
@@ -123,7 +129,9 @@ impl Vardiff {
             self.restart(now);
             return None;
         }
-        let factor = ratio.clamp(1.0 / MAX_STEP, MAX_STEP);
+        let factor = ratio
+            .clamp(1.0 / MAX_STEP, MAX_STEP)
+            .max(ratio / ESTIMATE_MARGIN);
         let next = Difficulty::new(self.current.get() * factor)
             .ok()?
             .clamp(self.config.min, self.config.max);
@@ -241,6 +249,29 @@ mod tests {
             let change = vardiff.on_share(Instant::now(), 5.0);
             assert_eq!(change.is_some(), n == 24, "share {n}");
         }
+    }
+
+    /// A 100 TH/s rig that suggests nothing starts at difficulty 1: 23,000
+    /// shares a second. Six shares later it is within 2.5x of its difficulty
+    /// (233,000 at a share every 10 s), and the next retarget finishes the job.
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_rig_is_raised_in_one_step() {
+        let mut cfg = config();
+        cfg.max = Difficulty::new(1e15).unwrap();
+        let mut vardiff = Vardiff::new(cfg, Difficulty::ONE, Instant::now());
+        vardiff.announced(Instant::now());
+        let diff1_per_second = 100e12 / quarry_protocol::target::HASHES_PER_DIFF1;
+        let mut change = None;
+        for _ in 0..6 {
+            tokio::time::advance(Duration::from_secs_f64(1.0 / diff1_per_second)).await;
+            change = vardiff.on_share(Instant::now(), 1.0);
+        }
+        let raised = change.expect("raised after six shares").get();
+        let wanted = diff1_per_second * 10.0;
+        assert!(
+            raised >= wanted / ESTIMATE_MARGIN && raised <= wanted * 1.01,
+            "{raised} vs {wanted}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
