@@ -74,10 +74,11 @@ async fn a_block_share_extends_the_chain_and_makes_old_jobs_stale() {
     let script_sig = block.txdata[0].input[0].script_sig.as_bytes();
     assert_eq!(
         &script_sig[..2],
-        &[0x51, 0x08],
-        "BIP34 height 1 (OP_1), then the extranonce push"
+        &[0x51, 0x0a],
+        "BIP34 height 1 (OP_1), then the push of the extranonce and the variant"
     );
     assert_eq!(&script_sig[2..6], en1.as_bytes());
+    assert_eq!(&script_sig[10..12], &[0, 0], "the job as first announced");
 
     let state = pool.api_get("/api/pool");
     assert_eq!(state["height"], json!(2), "{state}");
