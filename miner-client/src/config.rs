@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Args, Parser, ValueEnum};
+use clap::{Args, Parser};
+pub use quarry_protocol::logging::LogFormat;
 use serde::Deserialize;
 
 use crate::kernel::Kernel;
@@ -27,15 +28,6 @@ use crate::url::PoolUrl;
 pub struct Cli {
     #[command(flatten)]
     pub options: Options,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
 }
 
 /// Every option; unset means "take it from the config file, else the default".

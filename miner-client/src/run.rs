@@ -1,16 +1,16 @@
 //! `quarry-miner`: logging, then either the benchmark or mining (hashing threads,
 //! network client, summary lines, optional API) until SIGINT or SIGTERM.
 
-use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use quarry_protocol::logging::{self, Logging};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::client::Client;
-use crate::config::{LogFormat, MineConfig, MinerConfig, Mode, Options};
+use crate::config::{MineConfig, MinerConfig, Mode, Options};
 use crate::hasher::Hashers;
 use crate::kernel::Kernel;
 use crate::stats::{Rate, Stats};
@@ -27,7 +27,13 @@ const CALIBRATION: Duration = Duration::from_millis(300);
 /// Invalid configuration, or a failure to start.
 pub fn run(options: Options) -> anyhow::Result<()> {
     let config = MinerConfig::resolve(options)?;
-    init_logging(config.log_format, config.quiet);
+    logging::init(&Logging {
+        program: env!("CARGO_PKG_NAME"),
+        format: config.log_format,
+        default_filter: if config.quiet { "warn" } else { "info" },
+        forced: config.quiet,
+        console: config.console,
+    })?;
     match config.mode {
         Mode::Benchmark { seconds, json } => {
             benchmark(config.threads, config.kernel, seconds, json)
@@ -130,22 +136,4 @@ async fn report(stats: Arc<Stats>, interval: Duration) {
         stats.sample();
         tracing::info!("{}", stats.snapshot());
     }
-}
-
-fn init_logging(format: LogFormat, quiet: bool) {
-    let default = if quiet { "warn" } else { "info" };
-    let filter = if quiet {
-        tracing_subscriber::EnvFilter::new(default)
-    } else {
-        tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
 }

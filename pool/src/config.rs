@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+pub use quarry_protocol::logging::LogFormat;
 use serde::Deserialize;
 
 use crate::bitcoind::rpc::Auth;
@@ -40,15 +41,6 @@ pub enum Command {
     Workers(crate::cli::WorkersArgs),
     /// Print the blocks a running pool has found.
     Blocks(crate::cli::BlocksArgs),
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
 }
 
 /// Where jobs come from.
@@ -193,6 +185,10 @@ pub struct RunArgs {
     /// Log format [default: text]. Verbosity comes from RUST_LOG.
     #[arg(long, env = "QUARRY_POOL_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Serve tokio-console here, e.g. 127.0.0.1:6669 (a build with the `console`
+    /// feature only; keep it on loopback and tunnel over SSH) [default: off].
+    #[arg(long, env = "QUARRY_POOL_CONSOLE", value_name = "ADDR")]
+    pub console: Option<String>,
     /// Bearer token for the API's mutating endpoints (bans, kicks); unset disables them.
     #[arg(
         long,
@@ -484,6 +480,7 @@ impl RunArgs {
             handshake_timeout,
             shutdown_timeout,
             log_format,
+            console,
             admin_token,
         )
     }
@@ -519,6 +516,8 @@ pub struct PoolConfig {
     pub handshake_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub log_format: LogFormat,
+    /// Where tokio-console connects; `None`: nothing listens.
+    pub console: Listen,
     pub admin_token: Option<String>,
     pub limits: LimitsConfig,
     /// Per-worker series at `/metrics`.
@@ -677,6 +676,7 @@ impl PoolConfig {
             handshake_timeout: seconds("handshake_timeout", args.handshake_timeout, 10.0)?,
             shutdown_timeout: seconds("shutdown_timeout", args.shutdown_timeout, 10.0)?,
             log_format: args.log_format.unwrap_or_default(),
+            console: listen("console", args.console, "off")?,
             admin_token: args.admin_token.filter(|t| !t.is_empty()),
             limits: args.limits.resolve()?,
             metrics_per_worker: args.metrics.per_worker.unwrap_or(false),
@@ -714,6 +714,29 @@ mod tests {
         assert_eq!(config.share_interval, Duration::from_secs(5));
         assert_eq!(config.api, None);
         assert_eq!(config.stratum_tcp, Some("0.0.0.0:3333".parse().unwrap()));
+    }
+
+    #[test]
+    fn console_is_off_unless_asked_for() {
+        assert_eq!(
+            PoolConfig::resolve(RunArgs::default()).unwrap().console,
+            None
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pool.toml");
+        std::fs::write(&file, "console = \"127.0.0.1:6669\"\n").unwrap();
+        let from_file = RunArgs {
+            config: Some(file),
+            ..RunArgs::default()
+        };
+        let config = PoolConfig::resolve(from_file.clone()).unwrap();
+        assert_eq!(config.console, Some("127.0.0.1:6669".parse().unwrap()));
+        let flag = RunArgs {
+            console: Some("127.0.0.1:7000".into()),
+            ..from_file
+        };
+        let config = PoolConfig::resolve(flag).unwrap();
+        assert_eq!(config.console, Some("127.0.0.1:7000".parse().unwrap()));
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! `quarry-pool run`: logging, limits, start-up banner, signals.
 
 use anyhow::Context;
+use quarry_protocol::logging::{self, Logging};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{LogFormat, PoolConfig, RunArgs};
+use crate::config::{PoolConfig, RunArgs};
 use crate::server::Pool;
 
 /// Runs the pool until SIGINT or SIGTERM; SIGHUP reloads the TLS certificate.
@@ -12,7 +13,13 @@ use crate::server::Pool;
 /// Invalid configuration or a failure to start.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = PoolConfig::resolve(args)?;
-    init_logging(config.log_format);
+    logging::init(&Logging {
+        program: env!("CARGO_PKG_NAME"),
+        format: config.log_format,
+        default_filter: "info",
+        forced: false,
+        console: config.console,
+    })?;
     raise_open_files_limit();
     let shutdown_timeout = config.shutdown_timeout;
     let pool = Pool::start(config).await?;
@@ -39,18 +46,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     pool.shutdown(shutdown_timeout).await;
     println!("quarry-pool: stopped");
     Ok(())
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
 }
 
 /// Raises the open-files soft limit to the hard limit: each miner is a descriptor.

@@ -14,6 +14,8 @@
 //! - [`merkle`]: Stratum merkle branches and roots.
 //! - [`target`]: difficulty ⇄ target, compact nBits, hash difficulty, hashrate.
 //! - [`hash`]: sha256d, the proof-of-work and merkle hash.
+//! - `logging` (feature `logging`, not sans-IO): the binaries' shared log and
+//!   tokio-console set-up.
 //!
 //! The wire rules follow `STRATUM.md` (the project's verified protocol reference).
 
@@ -21,6 +23,8 @@ pub mod codec;
 pub mod fields;
 pub mod hash;
 pub mod jsonrpc;
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod merkle;
 pub mod messages;
 pub mod reject;
