@@ -12,6 +12,7 @@ pub mod node;
 pub mod peers;
 pub mod process;
 pub mod wire;
+pub mod workspace;
 
 pub use client::Client;
 pub use miner::MinerProcess;

@@ -17,13 +17,13 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use quarry_tests::miner::poll;
 use quarry_tests::process::{binary, forward};
+use quarry_tests::workspace;
 use quarry_tests::{skip_unless_required, Killed, PoolProcess};
 use serde_json::Value;
 
@@ -64,14 +64,6 @@ const DOCKERFILE_INSTRUCTIONS: &[&str] = &[
     "SHELL",
 ];
 
-fn workspace_file(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
-
-fn read(path: &str) -> String {
-    std::fs::read_to_string(workspace_file(path)).unwrap_or_else(|e| panic!("reading {path}: {e}"))
-}
-
 /// JSON with comments (VS Code's JSONC) without its `//` and `/* */` comments;
 /// strings, and comment markers inside them, are kept as they are.
 fn strip_comments(text: &str) -> String {
@@ -109,7 +101,8 @@ fn strip_comments(text: &str) -> String {
 }
 
 fn jsonc(path: &str) -> Value {
-    serde_json::from_str(&strip_comments(&read(path))).unwrap_or_else(|e| panic!("{path}: {e}"))
+    serde_json::from_str(&strip_comments(&workspace::read(path)))
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 #[test]
@@ -131,7 +124,7 @@ fn devcontainer_builds_the_dockerfile_with_debugger_rights() {
         .as_str()
         .expect("build.dockerfile");
     assert!(
-        workspace_file(".devcontainer").join(dockerfile).is_file(),
+        workspace::path(".devcontainer").join(dockerfile).is_file(),
         "devcontainer.json names {dockerfile}, which is not in .devcontainer/"
     );
     let strings = |key: &str| -> Vec<String> {
@@ -161,7 +154,7 @@ fn devcontainer_builds_the_dockerfile_with_debugger_rights() {
         .as_str()
         .expect("postCreateCommand");
     assert!(post_create.contains("npm ci --prefix tests/interop/nomp"));
-    assert!(workspace_file("tests/interop/nomp/package-lock.json").is_file());
+    assert!(workspace::path("tests/interop/nomp/package-lock.json").is_file());
 }
 
 /// A Dockerfile's instructions (keyword, arguments), continuation lines joined and
@@ -228,7 +221,8 @@ fn dockerfile_parser_rejects_what_docker_would() {
 
 #[test]
 fn dockerfile_installs_what_ci_installs_and_debuggers() {
-    let instructions = dockerfile_instructions(&read(".devcontainer/Dockerfile")).unwrap();
+    let instructions =
+        dockerfile_instructions(&workspace::read(".devcontainer/Dockerfile")).unwrap();
     let from = instructions.iter().find(|(keyword, _)| keyword == "FROM");
     assert!(
         from.is_some_and(|(_, image)| image.starts_with("rust:")),
@@ -239,7 +233,7 @@ fn dockerfile_installs_what_ci_installs_and_debuggers() {
         .filter(|(keyword, _)| keyword == "RUN")
         .flat_map(|(_, args)| args.split_whitespace())
         .collect();
-    let ci = read(".ci/run");
+    let ci = workspace::read(".ci/run");
     for package in CI_PACKAGES {
         assert!(
             ci.contains(package),

@@ -9,12 +9,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use quarry_tests::miner::{accepted_above, poll};
 use quarry_tests::process::binary;
+use quarry_tests::workspace;
 use quarry_tests::{skip_unless_required, MinerProcess, PoolProcess};
 use serde_json::Value;
 
@@ -70,16 +70,6 @@ const LABEL_LISTS: &[&str] = &[
     "group_left",
     "group_right",
 ];
-
-/// A file of the workspace.
-fn workspace_file(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
-
-fn read(path: &str) -> String {
-    let path = workspace_file(path);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-}
 
 /// The metric names a PromQL expression reads: identifiers outside label
 /// matchers, ranges, strings and grouping lists, that are neither keywords nor
@@ -187,7 +177,7 @@ fn metric_names_skip_functions_labels_and_keywords() {
 
 /// The Grafana dashboard, parsed.
 fn dashboard() -> Value {
-    serde_json::from_str(&read(DASHBOARD)).expect("the dashboard is JSON")
+    serde_json::from_str(&workspace::read(DASHBOARD)).expect("the dashboard is JSON")
 }
 
 /// Every panel, rows' nested panels included.
@@ -418,7 +408,7 @@ fn every_metric_in_the_dashboard_and_rules_is_exported() {
     let dashboard = dashboard();
     let sources = [
         (DASHBOARD, dashboard_exprs(&dashboard)),
-        (RULES, rule_exprs(&read(RULES))),
+        (RULES, rule_exprs(&workspace::read(RULES))),
     ];
     let mut used = BTreeSet::new();
     for (file, exprs) in &sources {
@@ -471,7 +461,7 @@ fn every_metric_in_the_dashboard_and_rules_is_exported() {
 fn run_tool(program: &str, args: &[&str]) -> Option<Output> {
     match Command::new(program)
         .args(args)
-        .current_dir(workspace_file(""))
+        .current_dir(workspace::path(""))
         .output()
     {
         Ok(output) => Some(output),
@@ -543,7 +533,7 @@ fn prometheus_files_pass_promtool() {
         show(&config)
     );
     let rules = run_tool("promtool", &["check", "rules", RULES]).unwrap();
-    let expected = format!("{} rules found", rule_exprs(&read(RULES)).len());
+    let expected = format!("{} rules found", rule_exprs(&workspace::read(RULES)).len());
     assert!(show(&rules).contains(&expected), "{}", show(&rules));
 }
 
@@ -666,7 +656,7 @@ fn alert_rules_fire_when_they_should() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("quarry-alerts.yml"),
-        without_annotations(&read(RULES)),
+        without_annotations(&workspace::read(RULES)),
     )
     .unwrap();
     let tests = dir.path().join("quarry-alerts.test.yml");
@@ -681,7 +671,7 @@ fn alert_rules_fire_when_they_should() {
     eprintln!("promtool test rules:\n{}", show(&output));
     assert!(output.status.success(), "{}", show(&output));
     // Every alert has a test.
-    for line in read(RULES).lines() {
+    for line in workspace::read(RULES).lines() {
         if let Some(alert) = line.trim().strip_prefix("- alert:") {
             let alert = alert.trim();
             assert!(
@@ -704,8 +694,8 @@ fn directives(unit: &str) -> Vec<(String, String)> {
 
 #[test]
 fn miner_unit_is_hardened_like_the_pools() {
-    let miner = directives(&read("config/quarry-miner.service"));
-    let pool = directives(&read("config/quarry-pool.service"));
+    let miner = directives(&workspace::read("config/quarry-miner.service"));
+    let pool = directives(&workspace::read("config/quarry-pool.service"));
     let has = |unit: &[(String, String)], key: &str, value: &str| {
         unit.iter().any(|(k, v)| k == key && v == value)
     };
@@ -770,7 +760,7 @@ fn systemd_units_pass_verify() {
         let built = binary(package, name);
         let unit_name = format!("{name}.service");
         let installed = format!("/usr/local/bin/{name}");
-        let unit = read(&format!("config/{unit_name}"));
+        let unit = workspace::read(&format!("config/{unit_name}"));
         assert!(
             unit.contains(&format!("ExecStart={installed} ")),
             "{unit_name}"
