@@ -19,6 +19,7 @@ use bitcoin::{
     Address, Amount, Network, OutPoint, Script, ScriptBuf, Sequence, Transaction, TxIn, TxOut,
     Txid, Witness,
 };
+use quarry_tests::miner::poll;
 use quarry_tests::peers::{Peer, CPUMINER_OPT, MINERD};
 use quarry_tests::{Client, PoolProcess};
 use serde_json::{json, Value};
@@ -274,18 +275,22 @@ async fn the_pool_mines_a_real_regtest_chain() {
         start_count + FOUND,
         "exactly the pool's blocks"
     );
-    let blocks = pool.api_get("/api/blocks");
-    let statuses: Vec<&Value> = blocks["blocks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| &b["status"])
-        .collect();
-    assert_eq!(
-        statuses,
-        vec![&json!("accepted"); FOUND as usize],
-        "{blocks}"
-    );
+    // The pool records a block's verdict after the node has it: wait for the last.
+    let statuses = |blocks: &Value| -> Vec<Value> {
+        blocks["blocks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["status"].clone())
+            .collect()
+    };
+    let all_accepted = vec![json!("accepted"); FOUND as usize];
+    let blocks = poll(Duration::from_secs(30), || {
+        let blocks = pool.api_get("/api/blocks");
+        (statuses(&blocks) == all_accepted).then_some(blocks)
+    });
+    let blocks = blocks.unwrap_or_else(|| pool.api_get("/api/blocks"));
+    assert_eq!(statuses(&blocks), all_accepted, "{blocks}");
     assert_eq!(pool.api_get("/api/pool")["blocks_found"], json!(FOUND));
 
     // A block mined on the node reaches the miner as a clean job.
