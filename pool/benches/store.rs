@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use futures_util::future::join_all;
-use quarry_pool::store::{AcceptedShare, Store, StoreOptions};
+use quarry_pool::ledger::{sqlite::SqliteLedger, AcceptedShare, Ledger, LedgerOptions};
 
 /// Shares in flight at once, as from many connections.
 const CONCURRENT: usize = 1000;
 
 fn group_commit(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let store = Store::open(dir.path(), StoreOptions::default()).expect("store");
+    let store = SqliteLedger::open(dir.path(), LedgerOptions::default()).expect("store");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

@@ -1,8 +1,8 @@
 //! Per-worker and pool-wide share accounting in memory, without a global lock:
 //! counters are atomics, each worker's hashrate window has its own small lock.
 //!
-//! The durable copy lives in the store; this is what the API reads, rebuilt from
-//! the store on start.
+//! The durable copy lives in the ledger; this is what the API reads, rebuilt from
+//! the ledger on start.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use dashmap::DashMap;
 use quarry_protocol::target::hashrate;
 
-use crate::store::{RejectKind, WorkerTotals};
+use crate::atomic::AtomicF64;
+use crate::ledger::{RejectKind, WorkerTotals};
 use crate::watch::detect::{Evidence, RateEvidence, RECENT_SECONDS};
 use crate::watch::Status;
 
@@ -18,33 +19,6 @@ use crate::watch::Status;
 const BUCKET_MS: i64 = 10_000;
 /// Buckets kept: one hour.
 const BUCKETS: usize = 360;
-
-/// An f64 in an `AtomicU64`.
-#[derive(Debug, Default)]
-pub(crate) struct AtomicF64(AtomicU64);
-
-impl AtomicF64 {
-    pub(crate) fn load(&self) -> f64 {
-        f64::from_bits(self.0.load(Ordering::Relaxed))
-    }
-    pub(crate) fn store(&self, value: f64) {
-        self.0.store(value.to_bits(), Ordering::Relaxed);
-    }
-    pub(crate) fn add(&self, value: f64) {
-        let _ = self
-            .0
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
-                Some((f64::from_bits(bits) + value).to_bits())
-            });
-    }
-    fn max(&self, value: f64) {
-        let _ = self
-            .0
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
-                (value > f64::from_bits(bits)).then_some(value.to_bits())
-            });
-    }
-}
 
 /// Accepted difficulty and shares per bucket (two arrays: no padding).
 #[derive(Debug)]

@@ -19,9 +19,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use subtle::ConstantTimeEq;
 
 use crate::accounting::{now_ms, rfc3339};
+use crate::context::Context;
 use crate::history::Range;
-use crate::session::Context;
-use crate::store::history::Scope;
+use crate::ledger::history::Scope;
 
 /// The API routes.
 pub fn router(ctx: Arc<Context>) -> Router {
@@ -44,7 +44,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
 }
 
 async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
-    let text = crate::metrics::render(ctx);
+    let text = crate::metrics::scrape::render(ctx);
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -68,18 +68,15 @@ async fn history(ctx: Arc<Context>, scope: Scope, name: String, query: HistoryQu
             format!("range {text:?} is not one of 1h, 24h, 7d, 30d"),
         );
     };
-    let read = tokio::task::spawn_blocking(move || {
-        crate::history::read(&ctx.accounting, &ctx.store, scope, &name, range, now_ms())
-    })
-    .await;
+    let read =
+        crate::history::read(&ctx.accounting, &*ctx.ledger, scope, &name, range, now_ms()).await;
     match read {
-        Ok(Ok(points)) => Json(json!({
+        Ok(points) => Json(json!({
             "range": text,
             "step_seconds": range.step_ms / 1000,
             "points": points,
         }))
         .into_response(),
-        Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
     }
 }
@@ -118,11 +115,9 @@ async fn raw_block(State(ctx): State<Arc<Context>>, Path(hash): Path<String>) ->
             format!("{hash:?} is not a block hash"),
         );
     };
-    let store = ctx.store.clone();
-    match tokio::task::spawn_blocking(move || store.block(parsed)).await {
-        Ok(Ok(Some(block))) => hex::encode(block.raw).into_response(),
-        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, format!("no found block {hash}")),
-        Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+    match ctx.ledger.block(parsed).await {
+        Ok(Some(block)) => hex::encode(block.raw).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no found block {hash}")),
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
     }
 }
@@ -157,10 +152,8 @@ struct BlocksQuery {
 
 async fn blocks(State(ctx): State<Arc<Context>>, Query(query): Query<BlocksQuery>) -> Response {
     let limit = query.limit.unwrap_or(100).min(1000);
-    let store = ctx.store.clone();
-    let found = tokio::task::spawn_blocking(move || store.blocks(limit)).await;
-    match found {
-        Ok(Ok(blocks)) => {
+    match ctx.ledger.blocks(limit).await {
+        Ok(blocks) => {
             let blocks: Vec<Value> = blocks
                 .into_iter()
                 .map(|b| {
@@ -176,7 +169,6 @@ async fn blocks(State(ctx): State<Arc<Context>>, Query(query): Query<BlocksQuery
                 .collect();
             Json(json!({ "blocks": blocks })).into_response()
         }
-        Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
     }
 }

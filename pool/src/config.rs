@@ -14,6 +14,7 @@ pub use quarry_protocol::logging::LogFormat;
 use serde::Deserialize;
 
 use crate::bitcoind::rpc::Auth;
+use crate::ledger::Database;
 use crate::limits::LimitsConfig;
 use crate::watch::WatchConfig;
 
@@ -92,6 +93,11 @@ pub struct RunArgs {
     /// Where shares, blocks, the chain and the TLS certificate live [default: ./quarry-data].
     #[arg(long, env = "QUARRY_POOL_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The share ledger: `sqlite` (a file in the data directory) or a PostgreSQL URL,
+    /// postgres://USER:PASSWORD@HOST:PORT/DB[?sslmode=require], shared by every node of a
+    /// cluster [default: sqlite].
+    #[arg(long, env = "QUARRY_POOL_DATABASE", value_name = "sqlite|URL")]
+    pub database: Option<String>,
 
     /// Job source: the embedded chain, or Bitcoin Core nodes [default: embedded].
     #[arg(long, env = "QUARRY_POOL_CHAIN", value_enum)]
@@ -455,6 +461,7 @@ impl RunArgs {
             tls_key,
             api,
             data_dir,
+            database,
             chain,
             bitcoind_url,
             bitcoind_user,
@@ -497,6 +504,8 @@ pub struct PoolConfig {
     pub tls_cert: Option<(PathBuf, PathBuf)>,
     pub api: Listen,
     pub data_dir: PathBuf,
+    /// Where the share ledger lives.
+    pub database: Database,
     /// `Some` with `--chain bitcoind`.
     pub bitcoind: Option<BitcoindConfig>,
     pub chain_difficulty: f64,
@@ -641,6 +650,9 @@ impl PoolConfig {
                 pool_tag.len()
             );
         }
+        let data_dir = args
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("quarry-data"));
         let retarget_interval = args.retarget_interval.unwrap_or(60);
         if retarget_interval == 0 {
             bail!("retarget_interval must be at least 1 block");
@@ -651,9 +663,9 @@ impl PoolConfig {
             stratum_tls: listen("stratum_tls", args.stratum_tls, "0.0.0.0:3334")?,
             tls_cert: args.tls_cert.zip(args.tls_key),
             api: listen("api", args.api, "127.0.0.1:8080")?,
-            data_dir: args
-                .data_dir
-                .unwrap_or_else(|| PathBuf::from("quarry-data")),
+            database: Database::from_setting(args.database.as_deref(), &data_dir)
+                .map_err(anyhow::Error::msg)?,
+            data_dir,
             chain_difficulty: positive("chain_difficulty", args.chain_difficulty, 0.001)?,
             block_time: seconds("block_time", args.block_time, 60.0)?,
             retarget_interval,

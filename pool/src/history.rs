@@ -1,6 +1,6 @@
 //! Hashrate history: every minute, each worker's, account's and the pool's
 //! accepted work of the minute that just ended goes from the accounting's
-//! in-memory window to the store ([`crate::store::history`] keeps 7 days of
+//! in-memory window to the ledger ([`crate::ledger::history`] keeps 7 days of
 //! minutes, then hours). Reads join the stored minutes with the last few minutes
 //! still in memory, so charts are live.
 
@@ -13,8 +13,8 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounting::{account_of, now_ms, rfc3339, Accounting};
-use crate::store::history::{HistoryRow, Scope, MINUTE_MS};
-use crate::store::{Store, StoreError};
+use crate::ledger::history::{HistoryRow, Scope, MINUTE_MS};
+use crate::ledger::{Ledger, LedgerError};
 
 /// How long after a minute ends it is written: shares are counted when their
 /// commit is acknowledged, a moment after they arrive.
@@ -26,7 +26,7 @@ const LIVE_MINUTES: i64 = 5;
 /// Writes finished minutes to the store.
 pub struct HistoryWriter {
     accounting: Arc<Accounting>,
-    store: Store,
+    ledger: Arc<dyn Ledger>,
     /// Start of the last minute written.
     written_ms: i64,
 }
@@ -39,10 +39,10 @@ fn minute_of(ms: i64) -> i64 {
 impl HistoryWriter {
     /// A writer that starts with the minutes still in memory (the last hour,
     /// restored from stored shares after a restart), as of `now_ms`.
-    pub fn new(accounting: Arc<Accounting>, store: Store, now_ms: i64) -> HistoryWriter {
+    pub fn new(accounting: Arc<Accounting>, ledger: Arc<dyn Ledger>, now_ms: i64) -> HistoryWriter {
         HistoryWriter {
             accounting,
-            store,
+            ledger,
             written_ms: minute_of(now_ms) - 60 * MINUTE_MS,
         }
     }
@@ -66,7 +66,7 @@ impl HistoryWriter {
     ///
     /// # Errors
     /// The store refused the write; the minutes are written on the next call.
-    pub async fn flush(&mut self, now_ms: i64) -> Result<(), StoreError> {
+    pub async fn flush(&mut self, now_ms: i64) -> Result<(), LedgerError> {
         let mut rows = Vec::new();
         let mut minute = self.written_ms + MINUTE_MS;
         while minute + MINUTE_MS + GRACE_MS <= now_ms {
@@ -75,7 +75,7 @@ impl HistoryWriter {
         }
         let last = minute - MINUTE_MS;
         if last > self.written_ms {
-            self.store.record_history(rows, now_ms).await?;
+            self.ledger.record_history(rows, now_ms).await?;
             self.written_ms = last;
         }
         Ok(())
@@ -167,19 +167,20 @@ pub struct Point {
 /// `range` as of `now_ms`: stored buckets, then the live minutes from memory.
 ///
 /// # Errors
-/// The store cannot be read.
-pub fn read(
+/// The ledger cannot be read.
+pub async fn read(
     accounting: &Accounting,
-    store: &Store,
+    ledger: &dyn Ledger,
     scope: Scope,
     name: &str,
     range: Range,
     now_ms: i64,
-) -> Result<Vec<Point>, StoreError> {
+) -> Result<Vec<Point>, LedgerError> {
     let live_from = minute_of(now_ms) - (LIVE_MINUTES - 1) * MINUTE_MS;
     let since = (now_ms - range.span_ms).div_euclid(range.step_ms) * range.step_ms;
-    let mut buckets: BTreeMap<i64, (f64, u64)> = store
-        .history(scope, name, since, live_from, range.step_ms)?
+    let mut buckets: BTreeMap<i64, (f64, u64)> = ledger
+        .history(scope, name, since, live_from, range.step_ms)
+        .await?
         .into_iter()
         .map(|(t, difficulty, shares)| (t, (difficulty, shares)))
         .collect();
@@ -239,7 +240,16 @@ pub fn read(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::StoreOptions;
+    use crate::ledger::{Database, LedgerOptions};
+
+    async fn ledger(dir: &tempfile::TempDir) -> Arc<dyn Ledger> {
+        let database = Database::Sqlite {
+            dir: dir.path().to_path_buf(),
+        };
+        crate::ledger::open(&database, LedgerOptions::default())
+            .await
+            .unwrap()
+    }
 
     /// Shares at known times (an injected clock, no sleeping): each minute's
     /// bucket holds exactly its shares, across workers, accounts and the pool,
@@ -247,7 +257,7 @@ mod tests {
     #[tokio::test]
     async fn minutes_are_bucketed_stored_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let store = ledger(&dir).await;
         let accounting = Arc::new(Accounting::default());
         let t0 = minute_of(now_ms()) - 30 * MINUTE_MS;
         let a = accounting.worker("gina.a");
@@ -268,31 +278,40 @@ mod tests {
             .unwrap();
         let range = Range::parse("1h").unwrap();
         let now = t0 + 20 * MINUTE_MS;
-        let stored = store.history(Scope::Pool, "", t0, now, MINUTE_MS).unwrap();
+        let stored = store
+            .history(Scope::Pool, "", t0, now, MINUTE_MS)
+            .await
+            .unwrap();
         assert_eq!(stored, vec![(t0, 6.0, 3)]);
         writer.flush(now).await.unwrap();
         assert_eq!(
             store
                 .history(Scope::Account, "gina", t0, now, MINUTE_MS)
+                .await
                 .unwrap(),
             vec![(t0, 6.0, 3)]
         );
         assert_eq!(
             store
                 .history(Scope::Worker, "hank", t0, now, MINUTE_MS)
+                .await
                 .unwrap(),
             vec![(t0 + MINUTE_MS, 6.0, 3)]
         );
         // Flushing again writes nothing new and changes nothing.
         writer.flush(now).await.unwrap();
-        let pool = read(&accounting, &store, Scope::Pool, "", range, now).unwrap();
+        let pool = read(&accounting, &*store, Scope::Pool, "", range, now)
+            .await
+            .unwrap();
         let minute0 = pool.iter().find(|p| p.t == t0).unwrap();
         assert_eq!(minute0.shares, 3);
         assert_eq!(minute0.hashrate, hashrate(6.0, 60.0));
         assert_eq!(pool.iter().map(|p| p.shares).sum::<u64>(), 6);
         // A share now shows at once, from memory.
         accounting.record_accept(&a, 8.0, 8.0, now - 1_000);
-        let worker = read(&accounting, &store, Scope::Worker, "gina.a", range, now).unwrap();
+        let worker = read(&accounting, &*store, Scope::Worker, "gina.a", range, now)
+            .await
+            .unwrap();
         assert_eq!(worker.iter().map(|p| p.shares).sum::<u64>(), 3);
         let live = worker.iter().find(|p| p.t == minute_of(now - 1_000));
         assert_eq!(live.map(|p| p.shares), Some(1));
@@ -304,7 +323,7 @@ mod tests {
     #[tokio::test]
     async fn chart_and_cards_agree_while_young() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let store = ledger(&dir).await;
         let accounting = Accounting::restore(Vec::new(), Vec::new());
         let started = accounting.observed_since();
         let worker = accounting.worker("jane.rig");
@@ -322,7 +341,9 @@ mod tests {
                 (Scope::Pool, "", started),
                 (Scope::Worker, "jane.rig", worker.first_seen_ms()),
             ] {
-                let points = read(&accounting, &store, scope, name, range, now).unwrap();
+                let points = read(&accounting, &*store, scope, name, range, now)
+                    .await
+                    .unwrap();
                 // The buckets since the scope was first seen (those before are empty).
                 let seen: Vec<&Point> = points.iter().filter(|p| p.t + MINUTE_MS > since).collect();
                 let covered: f64 = seen.iter().map(|p| p.seconds).sum();
@@ -336,42 +357,6 @@ mod tests {
                 assert!(last.seconds < 60.0, "the current minute is partial");
             }
         }
-        store.close().await.unwrap();
-    }
-
-    /// Minutes older than seven days become hours; the sums stay the same.
-    #[tokio::test]
-    async fn old_minutes_roll_up_into_hours() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-        let hour = 3_600_000;
-        let start = 1_700_000_000_000_i64.div_euclid(hour) * hour;
-        let rows: Vec<HistoryRow> = (0..120)
-            .map(|m| HistoryRow {
-                scope: Scope::Worker,
-                name: "ivy".into(),
-                start_ms: start + m * MINUTE_MS,
-                difficulty: 1.0,
-                shares: 2,
-            })
-            .collect();
-        store.record_history(rows, start + 2 * hour).await.unwrap();
-        let all = |now| store.history(Scope::Worker, "ivy", 0, now, hour).unwrap();
-        assert_eq!(
-            all(i64::MAX),
-            vec![(start, 60.0, 120), (start + hour, 60.0, 120)]
-        );
-        // Eight days later the first hour's minutes are gone into one hour row.
-        let later = start + hour + crate::store::history::MINUTES_KEPT_MS + 1;
-        store.record_history(Vec::new(), later).await.unwrap();
-        assert_eq!(
-            all(i64::MAX),
-            vec![(start, 60.0, 120), (start + hour, 60.0, 120)]
-        );
-        let minutes = store
-            .history(Scope::Worker, "ivy", 0, i64::MAX, MINUTE_MS)
-            .unwrap();
-        assert_eq!(minutes.len(), 1 + 60, "one hour row and 60 minute rows");
         store.close().await.unwrap();
     }
 }

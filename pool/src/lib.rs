@@ -1,6 +1,6 @@
 //! Quarry's Stratum V1 pool.
 //!
-//! Data flows one way: socket → codec → session → validator → store/accounting →
+//! Data flows one way: socket → codec → session → validator → ledger/accounting →
 //! reply. Jobs flow the other way: chain → job source → job book → one
 //! pre-serialized notify → every session.
 //!
@@ -20,23 +20,27 @@
 //! - [`coinbase`]: coinbase transactions with an extranonce slot, block assembly.
 //! - [`accounting`]: per-worker and pool numbers in memory.
 //! - [`metrics`]: Prometheus metrics; process numbers from `/proc/self`.
-//! - [`store`]: the SQLite store with group commit.
-//! - [`history`]: hashrate history per minute, written to the store.
+//! - [`ledger`]: the share ledger behind one interface, on SQLite or PostgreSQL, with
+//!   group commit.
+//! - [`history`]: hashrate history per minute, written to the ledger.
 //! - [`watch`]: offline and hashrate-drop detection, the webhook.
 //! - [`dashboard`]: the operator's web page at `/`, embedded.
 //! - [`api`]: the HTTP API; [`cli`]: the `workers` and `blocks` commands.
 
 pub mod accounting;
 pub mod api;
+pub mod atomic;
 pub mod bitcoind;
 pub mod chain;
 pub mod cli;
 pub mod coinbase;
 pub mod config;
+pub mod context;
 pub mod dashboard;
 pub mod extranonce;
 pub mod history;
 pub mod jobs;
+pub mod ledger;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
@@ -44,7 +48,6 @@ pub mod run;
 pub mod server;
 pub mod session;
 pub mod source;
-pub mod store;
 pub mod tls;
 pub mod validate;
 pub mod vardiff;

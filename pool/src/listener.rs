@@ -7,8 +7,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
+use crate::context::Context;
 use crate::metrics::Listener;
-use crate::session::{serve, Context};
+use crate::session::serve;
 use crate::tls::Tls;
 
 /// How a listener wraps its connections.

@@ -1,4 +1,4 @@
-//! Starting and stopping the whole pool: store, job source, job book, listeners, API.
+//! Starting and stopping the whole pool: ledger, job source, job book, listeners, API.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -18,15 +18,15 @@ use crate::bitcoind::rpc::RpcClient;
 use crate::bitcoind::{BitcoindSource, Settings};
 use crate::chain::{ChainParams, EmbeddedChain};
 use crate::config::{BitcoindConfig, PoolConfig};
+use crate::context::Context;
 use crate::extranonce::Allocator;
 use crate::history::HistoryWriter;
 use crate::jobs::JobBook;
+use crate::ledger::{Ledger, LedgerOptions};
 use crate::limits::Guard;
 use crate::listener::{accept_loop, Transport};
 use crate::metrics::Metrics;
-use crate::session::Context;
 use crate::source::{unix_now, EmbeddedSource, JobSource};
-use crate::store::{Store, StoreOptions};
 use crate::tls::{CertSource, Tls};
 use crate::watch::monitor::Monitor;
 use crate::watch::webhook::Webhook;
@@ -65,10 +65,10 @@ fn payout_script(address: Option<&str>) -> anyhow::Result<ScriptBuf> {
     }
 }
 
-/// The embedded chain, opened from the store (or created), and its first job.
+/// The embedded chain, opened from the ledger (or created), and its first job.
 async fn embedded_source(
     config: &PoolConfig,
-    store: &Store,
+    ledger: &Arc<dyn Ledger>,
     accounting: &Arc<Accounting>,
 ) -> anyhow::Result<(Arc<JobBook>, JobSource)> {
     let params = ChainParams {
@@ -79,12 +79,15 @@ async fn embedded_source(
         pool_tag: config.pool_tag.as_bytes().to_vec(),
         extranonce_len: EXTRANONCE1_SIZE + config.extranonce2_size,
     };
-    let stored = store.chain_blocks().context("reading the stored chain")?;
+    let stored = ledger
+        .chain_blocks()
+        .await
+        .context("reading the stored chain")?;
     let fresh = stored.is_empty();
     let chain = EmbeddedChain::open(params, stored).context("opening the embedded chain")?;
     if fresh {
         let genesis = bitcoin::consensus::serialize(chain.genesis());
-        store
+        ledger
             .append_chain_block(0, genesis)
             .await
             .context("storing the genesis block")?;
@@ -94,7 +97,7 @@ async fn embedded_source(
     let source = Arc::new(EmbeddedSource {
         chain: Mutex::new(chain),
         book: book.clone(),
-        store: store.clone(),
+        ledger: ledger.clone(),
         accounting: accounting.clone(),
     });
     Ok((book, JobSource::Embedded(source)))
@@ -105,7 +108,7 @@ async fn embedded_source(
 async fn bitcoind_source(
     config: &PoolConfig,
     bitcoind: &BitcoindConfig,
-    store: &Store,
+    ledger: &Arc<dyn Ledger>,
     accounting: &Arc<Accounting>,
 ) -> anyhow::Result<(Arc<JobBook>, JobSource)> {
     // Long polls wake at once for a new block but only every minute or so for mempool
@@ -139,9 +142,10 @@ async fn bitcoind_source(
         coinbase,
         settings,
         book.clone(),
-        store.clone(),
+        ledger.clone(),
         accounting.clone(),
-    )?;
+    )
+    .await?;
     Ok((book, JobSource::Bitcoind(Arc::new(source))))
 }
 
@@ -156,25 +160,30 @@ async fn bind(addr: Option<SocketAddr>, what: &str) -> anyhow::Result<Option<Tcp
 }
 
 impl Pool {
-    /// Opens the store and chain, binds every listener and starts serving.
+    /// Opens the ledger and chain, binds every listener and starts serving.
     ///
     /// # Errors
     /// Unusable data directory, invalid chain data, certificates, or addresses in use.
     pub async fn start(config: PoolConfig) -> anyhow::Result<Pool> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-        let store = Store::open(&config.data_dir, StoreOptions::default())
-            .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+        let ledger = crate::ledger::open(&config.database, LedgerOptions::default())
+            .await
+            .context("opening the share ledger")?;
 
         let accounting = Arc::new(Accounting::restore(
-            store.worker_totals().context("reading worker totals")?,
-            store
+            ledger
+                .worker_totals()
+                .await
+                .context("reading worker totals")?,
+            ledger
                 .shares_since(now_ms() - 3_600_000)
+                .await
                 .context("reading recent shares")?,
         ));
         let (book, source) = match &config.bitcoind {
-            None => embedded_source(&config, &store, &accounting).await?,
-            Some(bitcoind) => bitcoind_source(&config, bitcoind, &store, &accounting).await?,
+            None => embedded_source(&config, &ledger, &accounting).await?,
+            Some(bitcoind) => bitcoind_source(&config, bitcoind, &ledger, &accounting).await?,
         };
         let shutdown = CancellationToken::new();
         let (solved_tx, solved_rx) = tokio::sync::mpsc::channel(SOLVED_QUEUE);
@@ -182,7 +191,7 @@ impl Pool {
             config: Arc::new(config.clone()),
             book: book.clone(),
             accounting: accounting.clone(),
-            store: store.clone(),
+            ledger: ledger.clone(),
             extranonces: Allocator::default(),
             blocks: solved_tx,
             shutdown: shutdown.clone(),
@@ -214,7 +223,7 @@ impl Pool {
             ),
             None => None,
         };
-        let history = HistoryWriter::new(ctx.accounting.clone(), ctx.store.clone(), now_ms());
+        let history = HistoryWriter::new(ctx.accounting.clone(), ctx.ledger.clone(), now_ms());
         background.spawn(history.run(shutdown.clone()));
         let monitor = Monitor::new(ctx.accounting.clone(), config.watch.clone(), webhook);
         background.spawn(monitor.run(shutdown.clone()));
@@ -296,8 +305,8 @@ impl Pool {
         if finished.is_err() {
             tracing::warn!("shutdown deadline passed with sessions still open");
         }
-        if let Err(err) = self.ctx.store.close().await {
-            tracing::error!(%err, "closing the store");
+        if let Err(err) = self.ctx.ledger.close().await {
+            tracing::error!(%err, "closing the ledger");
         }
     }
 }

@@ -2,18 +2,17 @@
 //! plain TCP, TLS and in-memory pipes run the same code.
 //!
 //! Data flows one way: socket → codec → [`Session::handle_line`] → validation →
-//! store → reply. Share acknowledgements are pipelined: a share is answered
-//! `true` only once its store transaction has committed, while the connection
+//! ledger → reply. Share acknowledgements are pipelined: a share is answered
+//! `true` only once its ledger transaction has committed, while the connection
 //! keeps reading (up to [`MAX_IN_FLIGHT`] unanswered shares).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::DashMap;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use quarry_protocol::jsonrpc::{self, error_line, result_line, Call, Id, Message, WireLine};
@@ -24,21 +23,17 @@ use quarry_protocol::reject::{ErrorCode, StratumError};
 use quarry_protocol::{Difficulty, LineCodec};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::accounting::{now_ms, Accounting, WorkerStats};
-use crate::config::PoolConfig;
-use crate::extranonce::{Allocator, Lease};
-use crate::jobs::{Announcement, JobBook};
-use crate::limits::{Budgets, Guard};
-use crate::metrics::Metrics;
-use crate::source::Solved;
-use crate::store::{AcceptedShare, RejectKind, Store, StoreError};
-use crate::validate::{validate, SessionTerms};
+use crate::context::{Context, SessionInfo};
+use crate::extranonce::Lease;
+use crate::jobs::Announcement;
+use crate::ledger::{AcceptedShare, LedgerError, RejectKind};
+use crate::limits::Budgets;
+use crate::validate::{validate, SessionTerms, Solved};
 use crate::vardiff::{Vardiff, VardiffConfig};
 
 /// The most shares a connection may have waiting for their commit.
@@ -54,33 +49,6 @@ const LINGER: Duration = Duration::from_secs(1);
 const READ_BUFFER: usize = 512;
 /// The most input a lingering close reads and discards.
 const LINGER_BYTES: usize = 1 << 20;
-
-/// What every session shares.
-pub struct Context {
-    pub config: Arc<PoolConfig>,
-    pub book: Arc<JobBook>,
-    pub accounting: Arc<Accounting>,
-    pub store: Store,
-    pub extranonces: Allocator,
-    /// Shares that solve a block go here, to the job source, at once.
-    pub blocks: mpsc::Sender<Solved>,
-    pub shutdown: CancellationToken,
-    pub next_session: AtomicU64,
-    pub guard: Arc<Guard>,
-    /// Live sessions by id, for listing and kicking.
-    pub sessions: DashMap<u64, SessionInfo>,
-    pub metrics: Arc<Metrics>,
-}
-
-/// What the API shows of a live session.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SessionInfo {
-    pub peer: SocketAddr,
-    pub connected: String,
-    pub workers: Vec<String>,
-    #[serde(skip)]
-    pub kick: CancellationToken,
-}
 
 /// Removes the session from the registry when it ends.
 struct Registered {
@@ -133,7 +101,7 @@ type PendingAck = Pin<Box<dyn Future<Output = AckDone> + Send>>;
 
 struct AckDone {
     id: Id,
-    result: Result<(), StoreError>,
+    result: Result<(), LedgerError>,
     worker: Arc<WorkerStats>,
     difficulty: f64,
     hash_difficulty: f64,
@@ -305,7 +273,7 @@ where
             break Err(reason);
         }
     };
-    // Answer every share already on its way to the store before closing.
+    // Answer every share already on its way to the ledger before closing.
     while let Some(done) = session.acks.next().await {
         session.finish_ack(done);
     }
@@ -478,7 +446,7 @@ impl Session {
                 .accounting
                 .record_reject(worker, RejectKind::Malformed);
             self.ctx
-                .store
+                .ledger
                 .record_reject(&worker.name, RejectKind::Malformed, now_ms());
         }
     }
@@ -683,7 +651,7 @@ impl Session {
                     .accounting
                     .record_reject(&worker, RejectKind::Unauthorized);
                 self.ctx
-                    .store
+                    .ledger
                     .record_reject(&worker.name, RejectKind::Unauthorized, now_ms());
             }
             self.reply_error(&id, ErrorCode::Unauthorized, "unauthorized worker");
@@ -730,13 +698,13 @@ impl Session {
         match verdict.outcome {
             Err((kind, error)) => {
                 self.ctx.accounting.record_reject(&worker, kind);
-                self.ctx.store.record_reject(&worker.name, kind, now_ms());
+                self.ctx.ledger.record_reject(&worker.name, kind, now_ms());
                 if !id.is_null() {
                     self.out.push(error_line(&id, &error).into());
                 }
             }
             Ok(accepted) => {
-                let store = self.ctx.store.clone();
+                let ledger = self.ctx.ledger.clone();
                 let time_ms = now_ms();
                 let share = AcceptedShare {
                     worker: worker.name.clone(),
@@ -745,7 +713,7 @@ impl Session {
                     time_ms,
                 };
                 self.acks.push(Box::pin(async move {
-                    let result = store.record_share(share).await;
+                    let result = ledger.record_share(share).await;
                     AckDone {
                         id,
                         result,

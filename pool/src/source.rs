@@ -21,14 +21,8 @@ use crate::accounting::{now_ms, Accounting};
 use crate::bitcoind::BitcoindSource;
 use crate::chain::EmbeddedChain;
 use crate::jobs::JobBook;
-use crate::store::{FoundBlock, Store};
-use crate::validate::BlockCandidate;
-
-/// A block candidate and the worker whose share solved it.
-pub struct Solved {
-    pub worker: Arc<str>,
-    pub candidate: BlockCandidate,
-}
+use crate::ledger::{FoundBlock, Ledger};
+use crate::validate::Solved;
 
 /// A job source, started the same way whichever chain it serves.
 pub enum JobSource {
@@ -56,7 +50,7 @@ impl JobSource {
 pub struct EmbeddedSource {
     pub chain: Mutex<EmbeddedChain>,
     pub book: Arc<JobBook>,
-    pub store: Store,
+    pub ledger: Arc<dyn Ledger>,
     pub accounting: Arc<Accounting>,
 }
 
@@ -107,7 +101,7 @@ impl EmbeddedSource {
             }
         };
         let raw = bitcoin::consensus::serialize(&block);
-        if let Err(err) = self.store.append_chain_block(height, raw.clone()).await {
+        if let Err(err) = self.ledger.append_chain_block(height, raw.clone()).await {
             tracing::error!(%hash, %err, "could not persist the chain block");
         }
         let record = FoundBlock {
@@ -118,7 +112,7 @@ impl EmbeddedSource {
             raw,
             status: "accepted".to_owned(),
         };
-        if let Err(err) = self.store.record_block(record).await {
+        if let Err(err) = self.ledger.record_block(record).await {
             tracing::error!(%hash, %err, "could not record the found block");
         }
         self.accounting

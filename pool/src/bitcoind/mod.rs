@@ -31,8 +31,8 @@ use tokio_util::sync::CancellationToken;
 use crate::accounting::{now_ms, Accounting};
 use crate::chain::Template;
 use crate::jobs::JobBook;
-use crate::source::Solved;
-use crate::store::{FoundBlock, Store};
+use crate::ledger::{FoundBlock, Ledger};
+use crate::validate::Solved;
 use gbt::{BlockTemplate, CoinbaseConfig};
 use rpc::{RpcClient, RpcError};
 
@@ -149,7 +149,7 @@ pub struct BitcoindSource {
     coinbase: CoinbaseConfig,
     settings: Settings,
     book: Arc<JobBook>,
-    store: Store,
+    ledger: Arc<dyn Ledger>,
     accounting: Arc<Accounting>,
     tip: Mutex<Tip>,
     /// Accepted blocks not yet `CONFIRMATIONS` deep: (height, hash).
@@ -160,17 +160,18 @@ impl BitcoindSource {
     /// The source for a connected node whose first template `book` already serves.
     ///
     /// # Errors
-    /// The first template's previous block hash does not parse, or the store cannot be read.
-    pub fn new(
+    /// The first template's previous block hash does not parse, or the ledger cannot be read.
+    pub async fn new(
         connected: Connected,
         coinbase: CoinbaseConfig,
         settings: Settings,
         book: Arc<JobBook>,
-        store: Store,
+        ledger: Arc<dyn Ledger>,
         accounting: Arc<Accounting>,
     ) -> anyhow::Result<BitcoindSource> {
-        let unconfirmed = store
-            .blocks(1000)?
+        let unconfirmed = ledger
+            .blocks(1000)
+            .await?
             .into_iter()
             .filter(|b| b.status == "accepted")
             .map(|b| (b.height, b.hash))
@@ -188,7 +189,7 @@ impl BitcoindSource {
             coinbase,
             settings,
             book,
-            store,
+            ledger,
             accounting,
             tip: Mutex::new(tip),
             unconfirmed: Mutex::new(unconfirmed),
@@ -393,7 +394,7 @@ impl BitcoindSource {
             raw,
             status,
         };
-        if let Err(err) = self.store.record_block(record).await {
+        if let Err(err) = self.ledger.record_block(record).await {
             tracing::error!(%hash, %err, "could not record the found block");
         }
         self.refresh().await;
@@ -419,7 +420,7 @@ impl BitcoindSource {
                     .submissions
                     .orphaned
                     .fetch_add(1, Ordering::Relaxed);
-                if let Err(err) = self.store.set_block_status(hash, "orphaned").await {
+                if let Err(err) = self.ledger.set_block_status(hash, "orphaned").await {
                     tracing::error!(%hash, %err, "could not mark the block orphaned");
                 }
             }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::encoding::{MetricEncoder, NoLabelSet};
 
-use crate::accounting::AtomicF64;
+use crate::atomic::AtomicF64;
 
 /// Upper bounds for latencies in seconds: 50 µs to 10 s.
 pub const LATENCY_SECONDS: &[f64] = &[

@@ -14,7 +14,13 @@ use quarry_protocol::target::{hash_difficulty, meets_target};
 use quarry_protocol::{Difficulty, Extranonce};
 
 use crate::jobs::{Job, JobBook, JobRef};
-use crate::store::RejectKind;
+use crate::ledger::RejectKind;
+
+/// A block candidate and the worker whose share solved it.
+pub struct Solved {
+    pub worker: Arc<str>,
+    pub candidate: BlockCandidate,
+}
 
 /// Seconds ntime may run ahead of the job's ntime (ckpool's window).
 pub const NTIME_AHEAD: u32 = 7000;

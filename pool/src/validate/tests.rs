@@ -14,7 +14,7 @@ use quarry_protocol::{Difficulty, Extranonce};
 use super::{validate, SessionTerms, NTIME_AHEAD};
 use crate::chain::{ChainParams, EmbeddedChain};
 use crate::jobs::JobBook;
-use crate::store::RejectKind;
+use crate::ledger::RejectKind;
 
 const EN2_SIZE: usize = 4;
 const POOL_MASK: u32 = 0x1fff_e000;

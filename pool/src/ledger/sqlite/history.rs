@@ -1,49 +1,8 @@
-//! Hashrate history in the store: accepted work per minute for every worker,
-//! account and the pool, rolled up into hours after [`MINUTES_KEPT_MS`] and
-//! deleted after [`HOURS_KEPT_MS`].
+//! The hashrate history table in SQLite.
 
 use rusqlite::{params, Transaction};
 
-/// How long minute buckets are kept before they are rolled up into hours: 7 days.
-pub const MINUTES_KEPT_MS: i64 = 7 * 24 * HOUR_MS;
-/// How long hour buckets are kept: 400 days.
-pub const HOURS_KEPT_MS: i64 = 400 * 24 * HOUR_MS;
-/// One minute bucket.
-pub const MINUTE_MS: i64 = 60_000;
-const HOUR_MS: i64 = 3_600_000;
-
-/// Whose history a row is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Scope {
-    Worker,
-    Account,
-    Pool,
-}
-
-impl Scope {
-    fn as_str(self) -> &'static str {
-        match self {
-            Scope::Worker => "worker",
-            Scope::Account => "account",
-            Scope::Pool => "pool",
-        }
-    }
-}
-
-/// One minute of accepted work.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HistoryRow {
-    pub scope: Scope,
-    /// The worker or account; empty for the pool.
-    pub name: String,
-    pub start_ms: i64,
-    /// Sum of the difficulty of the shares accepted in the minute.
-    pub difficulty: f64,
-    pub shares: u64,
-}
-
-/// A bucket as read back: start, accepted difficulty, shares.
-pub type Bucket = (i64, f64, u64);
+use crate::ledger::history::{cutoffs, Bucket, HistoryRow, Scope, HOUR_MS, MINUTE_MS};
 
 /// Minute rows are written whole: writing a minute again replaces it.
 const UPSERT: &str =
@@ -78,14 +37,13 @@ pub(super) fn apply(
             i64::try_from(row.shares).unwrap_or(i64::MAX)
         ])?;
     }
-    // Whole hours only, so a rolled-up hour never gets minutes later.
-    let cutoff = (now_ms - MINUTES_KEPT_MS).div_euclid(HOUR_MS) * HOUR_MS;
+    let (cutoff, hours_cutoff) = cutoffs(now_ms);
     tx.prepare_cached(ROLL_UP)?
         .execute(params![cutoff, HOUR_MS, MINUTE_MS])?;
     tx.prepare_cached(DELETE_BEFORE)?
         .execute(params![cutoff, MINUTE_MS])?;
     tx.prepare_cached(DELETE_BEFORE)?
-        .execute(params![now_ms - HOURS_KEPT_MS, HOUR_MS])?;
+        .execute(params![hours_cutoff, HOUR_MS])?;
     Ok(())
 }
 

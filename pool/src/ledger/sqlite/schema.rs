@@ -1,15 +1,13 @@
-//! The store's schema and its versioned migrations.
+//! The SQLite ledger's schema and its versioned migrations.
 //!
 //! The schema version is SQLite's `PRAGMA user_version`: the number of entries of
 //! [`MIGRATIONS`] applied so far. Each migration runs in its own immediate transaction
 //! together with the `user_version` bump, so a crash leaves the database at a whole version.
 //! Migrations are append-only: never edit a shipped one, add the next.
 
-use std::path::Path;
-
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::StoreError;
+use crate::ledger::LedgerError;
 
 /// The migrations in order; entry `i` takes the schema from version `i` to `i + 1`.
 pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
@@ -77,17 +75,17 @@ CREATE TABLE hashrate_history (
 CREATE INDEX hashrate_history_age ON hashrate_history (width_ms, start_ms);
 ";
 
-/// Brings the database at `path` up to the newest schema version.
+/// Brings the database at `location` up to the newest schema version.
 ///
 /// The version is read inside each migration's immediate transaction, so two processes
 /// migrating the same file at once apply every migration exactly once.
 ///
 /// # Errors
 ///
-/// [`StoreError::SchemaTooNew`] if the file was written by a newer build,
-/// [`StoreError::Open`] if the version cannot be read, and [`StoreError::Migrate`] if a
+/// [`LedgerError::SchemaTooNew`] if the file was written by a newer build,
+/// [`LedgerError::Open`] if the version cannot be read, and [`LedgerError::Migrate`] if a
 /// migration fails.
-pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+pub(super) fn migrate(conn: &mut Connection, location: &str) -> Result<(), LedgerError> {
     loop {
         let found = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -95,16 +93,16 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
                 let found: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
                 Ok((tx, found))
             });
-        let (tx, found) = found.map_err(|source| StoreError::Open {
-            path: path.to_path_buf(),
+        let (tx, found) = found.map_err(|source| LedgerError::Open {
+            location: location.into(),
             operation: "read the schema version",
-            source,
+            source: source.into(),
         })?;
         let current = usize::try_from(found)
             .ok()
             .filter(|&version| version <= MIGRATIONS.len())
-            .ok_or_else(|| StoreError::SchemaTooNew {
-                path: path.to_path_buf(),
+            .ok_or_else(|| LedgerError::SchemaTooNew {
+                location: location.into(),
                 found,
                 supported: MIGRATIONS.len(),
             })?;
@@ -115,15 +113,15 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
         tx.execute_batch(sql)
             .and_then(|()| tx.pragma_update(None, "user_version", version as i64))
             .and_then(|()| tx.commit())
-            .map_err(|source| migrate_error(path, version, source))?;
-        tracing::info!(path = %path.display(), version, "migrated store schema");
+            .map_err(|source| migrate_error(location, version, source))?;
+        tracing::info!(ledger = location, version, "migrated ledger schema");
     }
 }
 
-fn migrate_error(path: &Path, version: usize, source: rusqlite::Error) -> StoreError {
-    StoreError::Migrate {
-        path: path.to_path_buf(),
+fn migrate_error(location: &str, version: usize, source: rusqlite::Error) -> LedgerError {
+    LedgerError::Migrate {
+        location: location.into(),
         version,
-        source,
+        source: source.into(),
     }
 }

@@ -1,0 +1,86 @@
+//! The hashrate history table in PostgreSQL.
+
+use tokio_postgres::{Client, Transaction};
+
+use crate::ledger::history::{cutoffs, Bucket, HistoryRow, Scope, HOUR_MS, MINUTE_MS};
+
+/// Minute rows are written whole: writing a minute again replaces it.
+const UPSERT: &str = "INSERT INTO hashrate_history (scope, name, width_ms, start_ms, difficulty, shares) \
+     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::float8[], $6::int8[]) \
+     ON CONFLICT (scope, name, width_ms, start_ms) \
+     DO UPDATE SET difficulty = excluded.difficulty, shares = excluded.shares";
+/// Adds old minutes into their hours (adding, so an hour rolled up in parts is whole).
+const ROLL_UP: &str =
+    "INSERT INTO hashrate_history (scope, name, width_ms, start_ms, difficulty, shares) \
+     SELECT scope, name, $2::int8, (start_ms / $2::int8) * $2::int8, sum(difficulty), sum(shares) \
+     FROM hashrate_history WHERE width_ms = $3 AND start_ms < $1 \
+     GROUP BY scope, name, (start_ms / $2::int8) \
+     ON CONFLICT (scope, name, width_ms, start_ms) DO UPDATE SET \
+     difficulty = hashrate_history.difficulty + excluded.difficulty, \
+     shares = hashrate_history.shares + excluded.shares";
+const DELETE_BEFORE: &str = "DELETE FROM hashrate_history WHERE width_ms = $2 AND start_ms < $1";
+const QUERY: &str = "SELECT (start_ms / $4::int8) * $4::int8 AS t, sum(difficulty), \
+     sum(shares)::int8 FROM hashrate_history \
+     WHERE scope = $1 AND name = $2 AND start_ms >= $3 AND start_ms < $5 \
+     GROUP BY t ORDER BY t";
+
+/// Writes `rows`, then rolls up and prunes what `now_ms` makes old.
+pub(super) async fn apply(
+    tx: &Transaction<'_>,
+    rows: &[HistoryRow],
+    now_ms: i64,
+) -> Result<(), tokio_postgres::Error> {
+    if !rows.is_empty() {
+        let scopes: Vec<&str> = rows.iter().map(|row| row.scope.as_str()).collect();
+        let names: Vec<&str> = rows.iter().map(|row| row.name.as_str()).collect();
+        let widths = vec![MINUTE_MS; rows.len()];
+        let starts: Vec<i64> = rows.iter().map(|row| row.start_ms).collect();
+        let difficulties: Vec<f64> = rows.iter().map(|row| row.difficulty).collect();
+        let shares: Vec<i64> = rows
+            .iter()
+            .map(|row| i64::try_from(row.shares).unwrap_or(i64::MAX))
+            .collect();
+        tx.execute(
+            UPSERT,
+            &[&scopes, &names, &widths, &starts, &difficulties, &shares],
+        )
+        .await?;
+    }
+    let (cutoff, hours_cutoff) = cutoffs(now_ms);
+    tx.execute(ROLL_UP, &[&cutoff, &HOUR_MS, &MINUTE_MS])
+        .await?;
+    tx.execute(DELETE_BEFORE, &[&cutoff, &MINUTE_MS]).await?;
+    tx.execute(DELETE_BEFORE, &[&hours_cutoff, &HOUR_MS])
+        .await?;
+    Ok(())
+}
+
+/// Buckets of `step_ms` in `[since_ms, until_ms)`, oldest first.
+pub(super) async fn query(
+    client: &Client,
+    scope: Scope,
+    name: &str,
+    since_ms: i64,
+    until_ms: i64,
+    step_ms: i64,
+) -> Result<Vec<Bucket>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            QUERY,
+            &[
+                &scope.as_str(),
+                &name,
+                &since_ms,
+                &step_ms.max(1),
+                &until_ms,
+            ],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let shares: i64 = row.get(2);
+            (row.get(0), row.get(1), u64::try_from(shares).unwrap_or(0))
+        })
+        .collect())
+}

@@ -1,0 +1,436 @@
+//! The PostgreSQL ledger: one database that every node of a cluster shares.
+//!
+//! Client: `tokio-postgres`, the mature native async driver (binary protocol, pipelining,
+//! no C library), with `deadpool-postgres` pooling the read connections; the writer keeps a
+//! connection of its own (`writer.rs`). sqlx was passed over: its checked queries want a
+//! database (or a prepared offline cache) at build time, and its pool adds nothing here.
+//!
+//! Every write connection runs with `synchronous_commit = on`, whatever the server's
+//! default, so a commit has reached the server's WAL on disk (and its synchronous standbys)
+//! before a share is acknowledged. TLS is used when the URL says `sslmode=require`; the
+//! server's certificate is verified against the platform's roots plus the PEM file named by
+//! `PGSSLROOTCERT` (libpq's variable). Without it the connection is plain, as for a
+//! database on the same host or a private network.
+
+mod history;
+mod schema;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bitcoin::hashes::Hash;
+use bitcoin::BlockHash;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::{Client, Config, NoTls};
+
+use super::batch::{Op, Queue};
+use super::history::{Bucket, HistoryRow, Scope};
+use super::{
+    AcceptedShare, FoundBlock, Ledger, LedgerError, LedgerOptions, LedgerStats, RejectKind,
+    WorkerTotals,
+};
+use crate::metrics::histogram::AtomicHistogram;
+
+/// How long connecting to the server may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read connections pooled at most.
+const READ_CONNECTIONS: usize = 4;
+
+/// The PostgreSQL ledger.
+pub struct PostgresLedger {
+    queue: Queue,
+    reads: deadpool_postgres::Pool,
+    /// Taken (and awaited) by the first [`Ledger::close`].
+    writer: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// How to reach the server: the parsed URL and its TLS set-up.
+#[derive(Clone)]
+pub(super) struct Target {
+    config: Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    pub(super) location: String,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Target, LedgerError> {
+        let location = redact(url);
+        let open_error = |source: BoxError| LedgerError::Open {
+            location: location.clone(),
+            operation: "parse the URL",
+            source,
+        };
+        let mut config: Config = url
+            .parse()
+            .map_err(|error: tokio_postgres::Error| open_error(error.into()))?;
+        config
+            .connect_timeout(CONNECT_TIMEOUT)
+            .application_name("quarry-pool");
+        let tls = match config.get_ssl_mode() {
+            SslMode::Require => Some(tls_connector().map_err(open_error)?),
+            _ => {
+                config.ssl_mode(SslMode::Disable);
+                None
+            }
+        };
+        Ok(Target {
+            config,
+            tls,
+            location,
+        })
+    }
+
+    /// A new connection, its driver task spawned, with `synchronous_commit` on.
+    pub(super) async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
+        let client = match &self.tls {
+            Some(tls) => {
+                let (client, connection) = self.config.connect(tls.clone()).await?;
+                tokio::spawn(drive(connection, self.location.clone()));
+                client
+            }
+            None => {
+                let (client, connection) = self.config.connect(NoTls).await?;
+                tokio::spawn(drive(connection, self.location.clone()));
+                client
+            }
+        };
+        client.batch_execute("SET synchronous_commit = on").await?;
+        Ok(client)
+    }
+}
+
+type BoxError = super::BoxError;
+
+/// Runs a connection until it closes, logging why it did.
+async fn drive<S, T>(connection: tokio_postgres::Connection<S, T>, location: String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if let Err(error) = connection.await {
+        tracing::warn!(ledger = %location, error = %super::batch::error_chain(&error), "ledger connection lost");
+    }
+}
+
+/// Rustls with the platform's roots and `PGSSLROOTCERT`'s certificates.
+fn tls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect, BoxError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = std::env::var_os("PGSSLROOTCERT") {
+        let pem = std::fs::read(&path).map_err(|error| {
+            format!("reading PGSSLROOTCERT {}: {error}", path.to_string_lossy())
+        })?;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            roots.add(cert?)?;
+        }
+    }
+    if roots.is_empty() {
+        return Err("sslmode=require but no trusted root certificates (set PGSSLROOTCERT)".into());
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// The URL with its password replaced by `***`, for logs and errors.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.into();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some(("password", _)) => "password=***".to_owned(),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
+impl PostgresLedger {
+    /// Connects, migrates the schema and starts the writer task.
+    ///
+    /// # Errors
+    ///
+    /// An unparsable URL, an unreachable server or a refused login, a schema newer than this
+    /// build, or a failed migration.
+    pub async fn open(url: &str, options: LedgerOptions) -> Result<PostgresLedger, LedgerError> {
+        let target = Target::parse(url)?;
+        let open_error = |operation| {
+            let location = target.location.clone();
+            move |source: tokio_postgres::Error| LedgerError::Open {
+                location,
+                operation,
+                source: source.into(),
+            }
+        };
+        let mut client = target.connect().await.map_err(open_error("connect"))?;
+        schema::migrate(&mut client, &target.location).await?;
+
+        let manager = match &target.tls {
+            Some(tls) => deadpool_postgres::Manager::new(target.config.clone(), tls.clone()),
+            None => deadpool_postgres::Manager::new(target.config.clone(), NoTls),
+        };
+        let reads = deadpool_postgres::Pool::builder(manager)
+            .max_size(READ_CONNECTIONS)
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|error| LedgerError::Open {
+                location: target.location.clone(),
+                operation: "build the read pool",
+                source: error.into(),
+            })?;
+
+        let (queue, rx) = Queue::new(target.location.clone(), options.queue_capacity);
+        let writer =
+            writer::Writer::new(client, target.clone(), rx, queue.shared.clone(), &options);
+        let handle = tokio::spawn(writer.run());
+        tracing::info!(ledger = %target.location, "opened ledger");
+        Ok(PostgresLedger {
+            queue,
+            reads,
+            writer: tokio::sync::Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Runs `query` on a pooled read connection.
+    async fn read<T>(
+        &self,
+        what: &'static str,
+        query: impl AsyncFnOnce(&Client) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, LedgerError> {
+        let read_error = |source: BoxError| LedgerError::Read {
+            location: self.queue.location().into(),
+            what,
+            source,
+        };
+        let client = self
+            .reads
+            .get()
+            .await
+            .map_err(|error| read_error(error.into()))?;
+        query(&client)
+            .await
+            .map_err(|error| read_error(error.into()))
+    }
+}
+
+#[async_trait::async_trait]
+impl Ledger for PostgresLedger {
+    fn location(&self) -> &str {
+        self.queue.location()
+    }
+
+    async fn record_share(&self, share: AcceptedShare) -> Result<(), LedgerError> {
+        self.queue.record_share(share).await
+    }
+
+    fn record_reject(&self, worker: &str, kind: RejectKind, time_ms: i64) {
+        self.queue.record_reject(worker, kind, time_ms);
+    }
+
+    async fn record_block(&self, block: FoundBlock) -> Result<(), LedgerError> {
+        self.queue.write(Op::Block(block)).await
+    }
+
+    async fn set_block_status(&self, hash: BlockHash, status: &str) -> Result<(), LedgerError> {
+        self.queue
+            .write(Op::BlockStatus(hash, status.to_owned()))
+            .await
+    }
+
+    async fn append_chain_block(&self, height: u64, raw: Vec<u8>) -> Result<(), LedgerError> {
+        self.queue.write(Op::ChainBlock(height, raw)).await
+    }
+
+    async fn record_history(&self, rows: Vec<HistoryRow>, now_ms: i64) -> Result<(), LedgerError> {
+        self.queue.write(Op::History(rows, now_ms)).await
+    }
+
+    async fn chain_blocks(&self) -> Result<Vec<Vec<u8>>, LedgerError> {
+        self.read("chain blocks", async |client| {
+            let rows = client
+                .query("SELECT raw FROM chain ORDER BY height", &[])
+                .await?;
+            Ok(rows.iter().map(|row| row.get(0)).collect())
+        })
+        .await
+    }
+
+    async fn worker_totals(&self) -> Result<Vec<WorkerTotals>, LedgerError> {
+        let rows = self
+            .read("worker totals", async |client| {
+                client
+                    .query(
+                        "SELECT name, accepted, accepted_difficulty, rejected_stale, \
+                         rejected_duplicate, rejected_low_difficulty, rejected_malformed, \
+                         rejected_unauthorized, best_share_difficulty, last_share_ms \
+                         FROM workers ORDER BY name",
+                        &[],
+                    )
+                    .await
+            })
+            .await?;
+        let count = |value: i64| u64::try_from(value).unwrap_or(0);
+        Ok(rows
+            .iter()
+            .map(|row| WorkerTotals {
+                worker: row.get(0),
+                accepted: count(row.get(1)),
+                accepted_difficulty: row.get(2),
+                rejected: [3, 4, 5, 6, 7].map(|column| count(row.get(column))),
+                best_share_difficulty: row.get(8),
+                last_share_ms: row.get(9),
+            })
+            .collect())
+    }
+
+    async fn shares_since(&self, since_ms: i64) -> Result<Vec<(String, i64, f64)>, LedgerError> {
+        self.read("shares", async |client| {
+            let rows = client
+                .query(
+                    "SELECT workers.name, shares.time_ms, shares.difficulty \
+                     FROM shares JOIN workers ON workers.id = shares.worker_id \
+                     WHERE shares.time_ms >= $1 ORDER BY shares.time_ms, shares.id",
+                    &[&since_ms],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|row| (row.get(0), row.get(1), row.get(2)))
+                .collect())
+        })
+        .await
+    }
+
+    async fn history(
+        &self,
+        scope: Scope,
+        name: &str,
+        since_ms: i64,
+        until_ms: i64,
+        step_ms: i64,
+    ) -> Result<Vec<Bucket>, LedgerError> {
+        self.read("hashrate history", async |client| {
+            history::query(client, scope, name, since_ms, until_ms, step_ms).await
+        })
+        .await
+    }
+
+    async fn block(&self, hash: BlockHash) -> Result<Option<FoundBlock>, LedgerError> {
+        let bytes = hash.to_byte_array().to_vec();
+        let row = self
+            .read("a found block", async |client| {
+                client
+                    .query_opt(
+                        "SELECT height, worker, time_ms, raw, status FROM blocks WHERE hash = $1",
+                        &[&bytes],
+                    )
+                    .await
+            })
+            .await?;
+        Ok(row.map(|row| FoundBlock {
+            height: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+            hash,
+            worker: row.get(1),
+            time_ms: row.get(2),
+            raw: row.get(3),
+            status: row.get(4),
+        }))
+    }
+
+    async fn blocks(&self, limit: usize) -> Result<Vec<FoundBlock>, LedgerError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .read("found blocks", async |client| {
+                client
+                    .query(
+                        "SELECT height, hash, worker, time_ms, raw, status FROM blocks \
+                         ORDER BY time_ms DESC, id DESC LIMIT $1",
+                        &[&limit],
+                    )
+                    .await
+            })
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let hash: Vec<u8> = row.get(1);
+                let hash =
+                    <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| LedgerError::Read {
+                        location: self.queue.location().into(),
+                        what: "found blocks",
+                        source: format!("a stored block hash has {} bytes, not 32", hash.len())
+                            .into(),
+                    })?;
+                Ok(FoundBlock {
+                    height: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+                    hash: BlockHash::from_byte_array(hash),
+                    worker: row.get(2),
+                    time_ms: row.get(3),
+                    raw: row.get(4),
+                    status: row.get(5),
+                })
+            })
+            .collect()
+    }
+
+    async fn close(&self) -> Result<(), LedgerError> {
+        let mut writer = self.writer.lock().await;
+        let Some(handle) = writer.take() else {
+            return Ok(());
+        };
+        let result = self.queue.close().await;
+        if handle.await.is_err() {
+            return Err(self.queue.writer_gone());
+        }
+        tracing::info!(ledger = %self.queue.location(), "closed ledger");
+        result
+    }
+
+    fn stats(&self) -> LedgerStats {
+        self.queue.stats()
+    }
+
+    fn commit_latency(&self) -> &AtomicHistogram {
+        &self.queue.shared.counters.commit_latency
+    }
+
+    fn batch_sizes(&self) -> &AtomicHistogram {
+        &self.queue.shared.counters.batch_sizes
+    }
+}
+
+impl std::fmt::Debug for PostgresLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresLedger")
+            .field("location", &self.queue.location())
+            .finish_non_exhaustive()
+    }
+}

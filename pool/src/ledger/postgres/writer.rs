@@ -1,0 +1,370 @@
+//! The PostgreSQL writer task: group commit of everything queued, one transaction per
+//! batch, with each table's rows in one array-bound statement rather than one per row.
+//!
+//! Several nodes' writers update the same worker rows. Each transaction locks the worker
+//! rows it changes in name order (and creates missing ones in that order), so two nodes'
+//! transactions never wait on each other in a cycle.
+//!
+//! When the connection breaks, the batch in flight fails (its waiters are told, none is
+//! acknowledged) and the next batch reconnects first. A batch that takes longer than
+//! [`COMMIT_TIMEOUT`], e.g. against a server that stopped answering, is abandoned the same
+//! way: its connection is dropped, so the server rolls it back.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bitcoin::hashes::Hash;
+use tokio::sync::mpsc;
+use tokio_postgres::{Client, Transaction};
+
+use super::{history, Target};
+use crate::ledger::batch::{now_ms, sql_count, Batch, Command, Op, Shared, SharedError};
+use crate::ledger::{BoxError, FoundBlock, LedgerError, LedgerOptions};
+
+/// The longest a batch may take to apply and commit before its connection is dropped.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the writer deletes expired share rows.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+/// Rows deleted per pruning statement.
+const PRUNE_CHUNK: i64 = 10_000;
+/// Worker ids cached at most; the cache is dropped when it grows past this.
+const WORKER_CACHE_CAP: usize = 1 << 16;
+
+const CREATE_WORKERS: &str = "INSERT INTO workers (name) \
+     SELECT name FROM unnest($1::text[]) AS name ORDER BY name ON CONFLICT (name) DO NOTHING";
+const WORKER_IDS: &str = "SELECT name, id FROM workers WHERE name = ANY($1::text[])";
+const LOCK_WORKERS: &str =
+    "SELECT id FROM workers WHERE id = ANY($1::int8[]) ORDER BY name FOR NO KEY UPDATE";
+const INSERT_SHARES: &str = "INSERT INTO shares (worker_id, time_ms, difficulty, hash_difficulty) \
+     SELECT * FROM unnest($1::int8[], $2::int8[], $3::float8[], $4::float8[])";
+const UPDATE_WORKERS: &str = "UPDATE workers AS w SET \
+     accepted = w.accepted + d.accepted, \
+     accepted_difficulty = w.accepted_difficulty + d.accepted_difficulty, \
+     rejected_stale = w.rejected_stale + d.stale, \
+     rejected_duplicate = w.rejected_duplicate + d.duplicate, \
+     rejected_low_difficulty = w.rejected_low_difficulty + d.low, \
+     rejected_malformed = w.rejected_malformed + d.malformed, \
+     rejected_unauthorized = w.rejected_unauthorized + d.unauthorized, \
+     best_share_difficulty = greatest(w.best_share_difficulty, d.best), \
+     last_share_ms = greatest(w.last_share_ms, d.last_ms) \
+     FROM unnest($1::int8[], $2::int8[], $3::float8[], $4::int8[], $5::int8[], $6::int8[], \
+     $7::int8[], $8::int8[], $9::float8[], $10::int8[]) \
+     AS d(id, accepted, accepted_difficulty, stale, duplicate, low, malformed, unauthorized, \
+     best, last_ms) WHERE w.id = d.id";
+const UPSERT_BLOCK: &str =
+    "INSERT INTO blocks (hash, height, worker, time_ms, raw, status) VALUES ($1, $2, $3, $4, $5, $6) \
+     ON CONFLICT (hash) DO UPDATE SET height = excluded.height, worker = excluded.worker, \
+     time_ms = excluded.time_ms, raw = excluded.raw, status = excluded.status";
+const SET_BLOCK_STATUS: &str = "UPDATE blocks SET status = $2 WHERE hash = $1";
+const CHAIN_NEXT: &str = "SELECT coalesce(max(height) + 1, 0)::int8 FROM chain";
+const CHAIN_AT: &str = "SELECT raw FROM chain WHERE height = $1";
+const INSERT_CHAIN: &str = "INSERT INTO chain (height, raw) VALUES ($1, $2)";
+const PRUNE: &str =
+    "DELETE FROM shares WHERE id IN (SELECT id FROM shares WHERE time_ms < $1 LIMIT $2)";
+
+/// The writer task's state.
+pub(super) struct Writer {
+    /// `None` after the connection broke, until the next batch reconnects.
+    client: Option<Client>,
+    target: Target,
+    rx: mpsc::Receiver<Command>,
+    shared: Arc<Shared>,
+    max_batch: usize,
+    /// `None` keeps shares forever.
+    retention_ms: Option<i64>,
+    next_prune: Instant,
+    /// Worker ids by name; rows are never deleted, so ids stay valid across transactions.
+    worker_ids: HashMap<Arc<str>, i64>,
+    incoming: Vec<Command>,
+    batch: Batch,
+}
+
+impl Writer {
+    pub(super) fn new(
+        client: Client,
+        target: Target,
+        rx: mpsc::Receiver<Command>,
+        shared: Arc<Shared>,
+        options: &LedgerOptions,
+    ) -> Writer {
+        Writer {
+            client: Some(client),
+            target,
+            rx,
+            shared,
+            max_batch: options.max_batch.max(1),
+            retention_ms: i64::try_from(options.share_retention.as_millis()).ok(),
+            next_prune: Instant::now(),
+            worker_ids: HashMap::new(),
+            incoming: Vec::new(),
+            batch: Batch::default(),
+        }
+    }
+
+    /// Runs until the queue is closed (by [`Command::Close`] or by dropping every sender)
+    /// and drained.
+    pub(super) async fn run(mut self) {
+        loop {
+            let received = self.rx.recv_many(&mut self.incoming, self.max_batch).await;
+            if received == 0 {
+                break;
+            }
+            if self.batch.take(&mut self.incoming) {
+                self.rx.close();
+            }
+            let _ = self.commit_batch().await;
+            self.maybe_prune().await;
+        }
+        let result = self.commit_batch().await;
+        let location = self.target.location.clone();
+        self.batch.answer_closers(&result, &location);
+        tracing::debug!(ledger = %location, "ledger writer stopped");
+    }
+
+    /// Commits the batch and the pending rejects in one transaction and answers the waiters.
+    async fn commit_batch(&mut self) -> Result<(), SharedError> {
+        self.batch.drain_rejects(&self.shared);
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let result = match tokio::time::timeout(COMMIT_TIMEOUT, self.apply()).await {
+            Ok(Ok(outcomes)) => Ok(outcomes),
+            Ok(Err(error)) => Err(Arc::new(error) as SharedError),
+            Err(_) => Err(SharedError::from(BoxError::from(format!(
+                "no commit within {COMMIT_TIMEOUT:?}; the transaction was abandoned"
+            )))),
+        };
+        if result.is_err() {
+            // Rows the rollback removed may be cached.
+            self.worker_ids.clear();
+            // A broken or abandoned connection is not reused; a failed statement leaves a
+            // healthy one usable (the transaction was rolled back when it was dropped).
+            if self.client.as_ref().is_none_or(Client::is_closed)
+                || started.elapsed() >= COMMIT_TIMEOUT
+            {
+                self.client = None;
+            }
+        }
+        self.batch.finish(
+            result,
+            &self.target.location,
+            &self.shared,
+            started.elapsed(),
+        )
+    }
+
+    /// Applies the batch in one transaction and commits it.
+    async fn apply(&mut self) -> Result<Vec<Option<LedgerError>>, tokio_postgres::Error> {
+        if self.client.is_none() {
+            self.client = Some(self.target.connect().await?);
+            tracing::info!(ledger = %self.target.location, "ledger writer reconnected");
+        }
+        let Some(client) = self.client.as_mut() else {
+            unreachable!("connected above");
+        };
+        if self.worker_ids.len() > WORKER_CACHE_CAP {
+            self.worker_ids.clear();
+        }
+        let tx = client.transaction().await?;
+        let deltas = self.batch.deltas();
+        let names: Vec<&str> = deltas.keys().copied().collect();
+        resolve_workers(&tx, &mut self.worker_ids, &names).await?;
+        let ids: Vec<i64> = names.iter().map(|name| self.worker_ids[*name]).collect();
+        tx.execute(LOCK_WORKERS, &[&ids]).await?;
+
+        let mut outcomes = Vec::with_capacity(self.batch.ops.len());
+        let (mut share_workers, mut times, mut difficulties, mut hash_difficulties) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for op in &self.batch.ops {
+            let outcome = match op {
+                Op::Share(share) => {
+                    share_workers.push(self.worker_ids[&share.worker]);
+                    times.push(share.time_ms);
+                    difficulties.push(share.difficulty);
+                    hash_difficulties.push(share.hash_difficulty);
+                    None
+                }
+                Op::Block(block) => put_block(&tx, block).await?,
+                Op::BlockStatus(hash, status) => {
+                    let changed = tx
+                        .execute(
+                            SET_BLOCK_STATUS,
+                            &[&hash.to_byte_array().as_slice(), status],
+                        )
+                        .await?;
+                    (changed == 0).then_some(LedgerError::UnknownBlock { hash: *hash })
+                }
+                Op::ChainBlock(height, raw) => append_chain(&tx, *height, raw).await?,
+                Op::History(rows, now_ms) => {
+                    history::apply(&tx, rows, *now_ms).await?;
+                    None
+                }
+            };
+            outcomes.push(outcome);
+        }
+        if !share_workers.is_empty() {
+            tx.execute(
+                INSERT_SHARES,
+                &[&share_workers, &times, &difficulties, &hash_difficulties],
+            )
+            .await?;
+        }
+        let mut columns = DeltaColumns::default();
+        for ((_, delta), id) in deltas.iter().zip(&ids) {
+            columns.push(*id, delta);
+        }
+        columns.update(&tx).await?;
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// Deletes share rows older than the retention, a chunk at a time, when due.
+    async fn maybe_prune(&mut self) {
+        let now = Instant::now();
+        let (Some(retention_ms), Some(client)) = (self.retention_ms, self.client.as_ref()) else {
+            return;
+        };
+        if now < self.next_prune {
+            return;
+        }
+        let cutoff = now_ms().saturating_sub(retention_ms);
+        match client.execute(PRUNE, &[&cutoff, &PRUNE_CHUNK]).await {
+            Ok(deleted) if deleted >= PRUNE_CHUNK as u64 => {}
+            Ok(deleted) => {
+                if deleted > 0 {
+                    tracing::debug!(ledger = %self.target.location, deleted, "pruned expired shares");
+                }
+                self.next_prune = now + PRUNE_INTERVAL;
+            }
+            Err(error) => {
+                tracing::warn!(ledger = %self.target.location, %error, "pruning expired shares failed");
+                self.next_prune = now + PRUNE_INTERVAL;
+            }
+        }
+    }
+}
+
+/// Fills `ids` for every name in `names` (sorted), creating missing worker rows in order.
+async fn resolve_workers(
+    tx: &Transaction<'_>,
+    ids: &mut HashMap<Arc<str>, i64>,
+    names: &[&str],
+) -> Result<(), tokio_postgres::Error> {
+    let missing: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|name| !ids.contains_key(*name))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    tx.execute(CREATE_WORKERS, &[&missing]).await?;
+    for row in tx.query(WORKER_IDS, &[&missing]).await? {
+        let name: &str = row.get(0);
+        ids.insert(Arc::from(name), row.get(1));
+    }
+    Ok(())
+}
+
+/// The batch's worker deltas as one array per column, for [`UPDATE_WORKERS`].
+#[derive(Default)]
+struct DeltaColumns {
+    ids: Vec<i64>,
+    accepted: Vec<i64>,
+    accepted_difficulty: Vec<f64>,
+    rejected: [Vec<i64>; 5],
+    best: Vec<f64>,
+    last_ms: Vec<Option<i64>>,
+}
+
+impl DeltaColumns {
+    fn push(&mut self, id: i64, delta: &crate::ledger::batch::Delta) {
+        self.ids.push(id);
+        self.accepted.push(sql_count(delta.accepted));
+        self.accepted_difficulty.push(delta.accepted_difficulty);
+        for (column, count) in self.rejected.iter_mut().zip(delta.rejects.counts) {
+            column.push(sql_count(count));
+        }
+        self.best.push(delta.best);
+        self.last_ms.push(delta.last_share_ms());
+    }
+
+    async fn update(&self, tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
+        if self.ids.is_empty() {
+            return Ok(());
+        }
+        let [stale, duplicate, low, malformed, unauthorized] = &self.rejected;
+        tx.execute(
+            UPDATE_WORKERS,
+            &[
+                &self.ids,
+                &self.accepted,
+                &self.accepted_difficulty,
+                stale,
+                duplicate,
+                low,
+                malformed,
+                unauthorized,
+                &self.best,
+                &self.last_ms,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+async fn put_block(
+    tx: &Transaction<'_>,
+    block: &FoundBlock,
+) -> Result<Option<LedgerError>, tokio_postgres::Error> {
+    let Ok(height) = i64::try_from(block.height) else {
+        return Ok(Some(LedgerError::HeightOutOfRange {
+            height: block.height,
+        }));
+    };
+    tx.execute(
+        UPSERT_BLOCK,
+        &[
+            &block.hash.to_byte_array().as_slice(),
+            &height,
+            &block.worker,
+            &block.time_ms,
+            &block.raw,
+            &block.status,
+        ],
+    )
+    .await?;
+    Ok(None)
+}
+
+/// Appends at the chain's next height; the next height is read in the transaction, since
+/// another node may have appended since.
+async fn append_chain(
+    tx: &Transaction<'_>,
+    height: u64,
+    raw: &[u8],
+) -> Result<Option<LedgerError>, tokio_postgres::Error> {
+    let next: i64 = tx.query_one(CHAIN_NEXT, &[]).await?.get(0);
+    let next = u64::try_from(next).unwrap_or(0);
+    if height > next {
+        return Ok(Some(LedgerError::ChainGap { height, next }));
+    }
+    let Ok(sql_height) = i64::try_from(height) else {
+        return Ok(Some(LedgerError::HeightOutOfRange { height }));
+    };
+    if height < next {
+        // Appending a block already stored is a no-op; replacing one is refused.
+        let stored: Option<Vec<u8>> = tx
+            .query_opt(CHAIN_AT, &[&sql_height])
+            .await?
+            .map(|row| row.get(0));
+        return Ok(
+            (stored.as_deref() != Some(raw)).then_some(LedgerError::ChainConflict { height })
+        );
+    }
+    tx.execute(INSERT_CHAIN, &[&sql_height, &raw]).await?;
+    Ok(None)
+}
