@@ -340,10 +340,26 @@ impl Accounting {
         accounting
             .started_ms
             .store(oldest.min(now), Ordering::Relaxed);
-        // Restored history covers the past: no young-window correction for these.
-        let restored = |name: &str| accounting.worker_seen_since(name, i64::MIN / 2);
+        accounting.adopt_totals(totals);
+        for (worker, time_ms, difficulty) in recent {
+            let stats = accounting.worker_seen_since(&worker, i64::MIN / 2);
+            stats
+                .window
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .add(time_ms, difficulty);
+            accounting.pool_window(|w| w.add(time_ms, difficulty));
+        }
+        accounting
+    }
+
+    /// Takes every worker's totals (and the pool's, their sums) from the ledger: at start,
+    /// and in a cluster every heartbeat, so any node shows the whole cluster's counts.
+    pub fn adopt_totals(&self, totals: Vec<WorkerTotals>) {
+        let (mut accepted, mut difficulty, mut rejected_by) = (0u64, 0.0, [0u64; 5]);
         for t in totals {
-            let stats = restored(&t.worker);
+            // Restored history covers the past: no young-window correction for these.
+            let stats = self.worker_seen_since(&t.worker, i64::MIN / 2);
             stats.accepted.store(t.accepted, Ordering::Relaxed);
             stats.accepted_difficulty.store(t.accepted_difficulty);
             for (slot, value) in stats.rejected.iter().zip(t.rejected) {
@@ -353,32 +369,21 @@ impl Accounting {
             stats
                 .last_share_ms
                 .store(t.last_share_ms.unwrap_or(i64::MIN), Ordering::Relaxed);
-            accounting
-                .totals
-                .accepted
-                .fetch_add(t.accepted, Ordering::Relaxed);
-            accounting
-                .totals
-                .accepted_difficulty
-                .add(t.accepted_difficulty);
-            accounting
-                .totals
-                .rejected
-                .fetch_add(t.rejected.iter().sum(), Ordering::Relaxed);
-            for (slot, value) in accounting.totals.rejected_by.iter().zip(t.rejected) {
-                slot.fetch_add(value, Ordering::Relaxed);
+            accepted += t.accepted;
+            difficulty += t.accepted_difficulty;
+            for (sum, value) in rejected_by.iter_mut().zip(t.rejected) {
+                *sum += value;
             }
         }
-        for (worker, time_ms, difficulty) in recent {
-            let stats = restored(&worker);
-            stats
-                .window
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .add(time_ms, difficulty);
-            accounting.pool_window(|w| w.add(time_ms, difficulty));
+        let totals = &self.totals;
+        totals.accepted.store(accepted, Ordering::Relaxed);
+        totals.accepted_difficulty.store(difficulty);
+        totals
+            .rejected
+            .store(rejected_by.iter().sum(), Ordering::Relaxed);
+        for (slot, value) in totals.rejected_by.iter().zip(rejected_by) {
+            slot.store(value, Ordering::Relaxed);
         }
-        accounting
     }
 
     fn pool_window<R>(&self, f: impl FnOnce(&mut Window) -> R) -> R {

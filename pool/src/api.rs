@@ -30,6 +30,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/api/workers/{worker}", get(worker))
         .route("/api/blocks", get(blocks))
         .route("/api/pool", get(pool))
+        .route("/api/nodes", get(nodes))
         .route("/api/bans", get(bans).post(add_ban))
         .route("/api/bans/{ip}", delete(remove_ban))
         .route("/api/sessions", get(sessions))
@@ -171,6 +172,18 @@ async fn blocks(State(ctx): State<Arc<Context>>, Query(query): Query<BlocksQuery
         }
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
     }
+}
+
+/// The cluster's nodes with their status, as of this node's last heartbeat.
+async fn nodes(State(ctx): State<Arc<Context>>) -> Json<Value> {
+    Json(match &ctx.cluster {
+        Some(cluster) => json!({
+            "cluster": true,
+            "node": cluster.id(),
+            "nodes": *cluster.nodes(),
+        }),
+        None => json!({ "cluster": false, "node": null, "nodes": [] }),
+    })
 }
 
 async fn pool(State(ctx): State<Arc<Context>>) -> Json<Value> {

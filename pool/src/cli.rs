@@ -1,4 +1,5 @@
-//! `quarry-pool workers` and `quarry-pool blocks`: tables from a running pool's API.
+//! `quarry-pool workers`, `quarry-pool blocks` and `quarry-pool nodes`: tables from a
+//! running pool's API.
 
 use std::fmt::Write as _;
 
@@ -6,9 +7,9 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::Value;
 
-/// Options of `quarry-pool workers`.
+/// Where the API is and how to print its answer; every table command takes these.
 #[derive(Debug, Args)]
-pub struct WorkersArgs {
+pub struct ApiArgs {
     /// Base URL of the pool's API.
     #[arg(
         long,
@@ -19,6 +20,13 @@ pub struct WorkersArgs {
     /// Print the API's JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Options of `quarry-pool workers`.
+#[derive(Debug, Args)]
+pub struct WorkersArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
     /// Only this account's workers.
     #[arg(long)]
     pub account: Option<String>,
@@ -27,16 +35,8 @@ pub struct WorkersArgs {
 /// Options of `quarry-pool blocks`.
 #[derive(Debug, Args)]
 pub struct BlocksArgs {
-    /// Base URL of the pool's API.
-    #[arg(
-        long,
-        env = "QUARRY_POOL_API_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub api: String,
-    /// Print the API's JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
     /// At most this many blocks, newest first.
     #[arg(long, default_value_t = 20)]
     pub limit: usize,
@@ -60,13 +60,13 @@ async fn fetch(url: &str) -> anyhow::Result<Value> {
 /// # Errors
 /// The API cannot be reached or answers something else than expected.
 pub async fn workers(args: &WorkersArgs) -> anyhow::Result<String> {
-    let mut url = format!("{}/api/workers", args.api.trim_end_matches('/'));
+    let mut url = format!("{}/api/workers", args.api.api.trim_end_matches('/'));
     if let Some(account) = &args.account {
         url.push_str("?account=");
         url.push_str(&urlencode(account));
     }
     let body = fetch(&url).await?;
-    if args.json {
+    if args.api.json {
         return Ok(serde_json::to_string_pretty(&body)? + "\n");
     }
     let workers = body["workers"]
@@ -116,11 +116,11 @@ pub async fn workers(args: &WorkersArgs) -> anyhow::Result<String> {
 pub async fn blocks(args: &BlocksArgs) -> anyhow::Result<String> {
     let url = format!(
         "{}/api/blocks?limit={}",
-        args.api.trim_end_matches('/'),
+        args.api.api.trim_end_matches('/'),
         args.limit
     );
     let body = fetch(&url).await?;
-    if args.json {
+    if args.api.json {
         return Ok(serde_json::to_string_pretty(&body)? + "\n");
     }
     let blocks = body["blocks"]
@@ -141,6 +141,63 @@ pub async fn blocks(args: &BlocksArgs) -> anyhow::Result<String> {
         .collect();
     Ok(table(
         &["HEIGHT", "HASH", "WORKER", "FOUND", "STATUS"],
+        &rows,
+    ))
+}
+
+/// Prints the cluster's nodes (or JSON).
+///
+/// # Errors
+/// The API cannot be reached or answers something else than expected.
+pub async fn nodes(args: &ApiArgs) -> anyhow::Result<String> {
+    let url = format!("{}/api/nodes", args.api.trim_end_matches('/'));
+    let body = fetch(&url).await?;
+    if args.json {
+        return Ok(serde_json::to_string_pretty(&body)? + "\n");
+    }
+    if body["cluster"] != Value::Bool(true) {
+        return Ok("this pool runs alone (on SQLite): it has no cluster nodes\n".to_owned());
+    }
+    let nodes = body["nodes"]
+        .as_array()
+        .context("the API's answer has no nodes list")?;
+    let here = body["node"].as_u64();
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            let id = n["id"].as_u64();
+            vec![
+                format!(
+                    "{}{}",
+                    id.map_or("?".to_owned(), |id| id.to_string()),
+                    if id == here { " (this)" } else { "" }
+                ),
+                n["status"].as_str().unwrap_or("?").to_owned(),
+                n["address"].as_str().unwrap_or("").to_owned(),
+                n["job_height"]
+                    .as_u64()
+                    .map_or("-".to_owned(), |h| h.to_string()),
+                n["sessions"].as_u64().unwrap_or(0).to_string(),
+                human_rate(n["hashrate"].as_f64().unwrap_or(0.0)),
+                format!(
+                    "{:.1}s",
+                    n["heartbeat_age_ms"].as_f64().unwrap_or(0.0) / 1000.0
+                ),
+                n["version"].as_str().unwrap_or("?").to_owned(),
+            ]
+        })
+        .collect();
+    Ok(table(
+        &[
+            "NODE",
+            "STATUS",
+            "ADDRESS",
+            "HEIGHT",
+            "SESSIONS",
+            "HASHRATE",
+            "HEARTBEAT",
+            "VERSION",
+        ],
         &rows,
     ))
 }

@@ -42,6 +42,8 @@ pub enum Command {
     Workers(crate::cli::WorkersArgs),
     /// Print the blocks a running pool has found.
     Blocks(crate::cli::BlocksArgs),
+    /// Print the nodes of a running pool's cluster with their status.
+    Nodes(crate::cli::ApiArgs),
 }
 
 /// Where jobs come from.

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounting::Accounting;
+use crate::cluster::Cluster;
 use crate::config::PoolConfig;
 use crate::extranonce::Allocator;
 use crate::jobs::JobBook;
@@ -34,6 +35,8 @@ pub struct Context {
     /// Live sessions by id, for listing and kicking.
     pub sessions: DashMap<u64, SessionInfo>,
     pub metrics: Arc<Metrics>,
+    /// This node's membership of a cluster (`None` when the pool runs alone).
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// What the API shows of a live session.

@@ -1,5 +1,6 @@
 //! Extranonce1 allocation: 4 bytes unique among live connections, released when
-//! the connection's lease drops, and resumable by session id for a while after.
+//! the connection's lease drops, and resumable by session id for a while after. In a
+//! cluster the high byte is the node's id, so no two nodes hand out the same value.
 //!
 //! A lease also remembers the work handed out under its extranonce1 (wire job
 //! ids with their difficulties, and the last job variant), and that memory
@@ -29,6 +30,8 @@ struct State {
     /// not handed to others meanwhile.
     released: HashMap<u32, (Instant, Handed)>,
     next: u32,
+    /// The cluster node id every value starts with (`None`: the whole space).
+    node: Option<u8>,
 }
 
 /// The work handed out under one extranonce1.
@@ -122,10 +125,22 @@ impl Drop for Lease {
 }
 
 impl Allocator {
+    /// An allocator for cluster node `node`: every value's high byte is `node`.
+    pub fn for_node(node: u8) -> Allocator {
+        let allocator = Allocator::default();
+        allocator.lock().node = Some(node);
+        allocator
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// A fresh extranonce1, or the one `resume` names if it is free to resume.
     pub fn lease(&self, resume: Option<&str>) -> Lease {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.lock();
         let now = Instant::now();
+        let node = state.node;
         let resumed = resume
             .filter(|id| id.len() == 8)
             .and_then(|id| u32::from_str_radix(id, 16).ok())
@@ -142,7 +157,10 @@ impl Allocator {
             None => loop {
                 // A multiplicative step spreads consecutive connections over the space.
                 state.next = state.next.wrapping_add(0x9e37_79b9);
-                let candidate = state.next;
+                let candidate = match node {
+                    Some(node) => u32::from(node) << 24 | state.next & 0x00ff_ffff,
+                    None => state.next,
+                };
                 let recently_released = state
                     .released
                     .get(&candidate)
@@ -183,6 +201,24 @@ mod tests {
         assert_eq!(resumed.extranonce().to_string(), id);
         // Garbage session ids get a fresh value.
         assert_eq!(allocator.lease(Some("not-hex!")).extranonce().len(), 4);
+    }
+
+    #[test]
+    fn a_nodes_values_all_carry_its_id() {
+        let (node_5, node_6) = (Allocator::for_node(5), Allocator::for_node(6));
+        let leases: Vec<Lease> = (0..10_000)
+            .flat_map(|_| [node_5.lease(None), node_6.lease(None)])
+            .collect();
+        let unique: HashSet<String> = leases.iter().map(Lease::session_id).collect();
+        assert_eq!(unique.len(), leases.len());
+        for (i, lease) in leases.iter().enumerate() {
+            let expected = if i % 2 == 0 { "05" } else { "06" };
+            assert!(
+                lease.session_id().starts_with(expected),
+                "{}",
+                lease.session_id()
+            );
+        }
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub mod atomic;
 pub mod bitcoind;
 pub mod chain;
 pub mod cli;
+pub mod cluster;
 pub mod coinbase;
 pub mod config;
 pub mod context;

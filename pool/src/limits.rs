@@ -3,6 +3,7 @@
 //! everything else), bans with reasons and expiries, and an allow-list of CIDRs
 //! exempt from all of it.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -97,7 +98,16 @@ pub struct Guard {
     /// Bans made since start, for metrics.
     bans_made: AtomicU64,
     last_full_log: Mutex<Option<Instant>>,
+    /// Bans made and lifted here, for the other nodes of a cluster (`None` when alone).
+    outbox: Mutex<Option<VecDeque<BanChange>>>,
 }
+
+/// A ban made (`Some`) or lifted (`None`) on this node, to share with the cluster.
+pub type BanChange = (IpAddr, Option<Ban>);
+
+/// Ban changes kept for the cluster at most between two heartbeats; beyond, the oldest
+/// are dropped (each ban still holds on this node).
+const OUTBOX_CAP: usize = 65_536;
 
 /// Holds one connection's place in the per-IP count; released on drop.
 pub struct IpPermit {
@@ -136,6 +146,7 @@ impl Guard {
             bans: DashMap::new(),
             bans_made: AtomicU64::new(0),
             last_full_log: Mutex::new(None),
+            outbox: Mutex::new(None),
             config,
         })
     }
@@ -226,14 +237,62 @@ impl Guard {
         let until = SystemTime::now() + duration;
         tracing::warn!(%ip, reason, seconds = duration.as_secs(), "banned");
         self.bans_made.fetch_add(1, Ordering::Relaxed);
-        self.bans.insert(
-            ip,
-            Ban {
-                reason: reason.to_owned(),
-                until,
-            },
-        );
+        let ban = Ban {
+            reason: reason.to_owned(),
+            until,
+        };
+        self.share((ip, Some(ban.clone())));
+        self.bans.insert(ip, ban);
         true
+    }
+
+    /// Starts keeping this node's ban changes for [`Guard::take_changes`].
+    pub fn share_bans(&self) {
+        *lock(&self.outbox) = Some(VecDeque::new());
+    }
+
+    /// The ban changes made here since the last call, oldest first.
+    pub fn take_changes(&self) -> Vec<BanChange> {
+        lock(&self.outbox)
+            .as_mut()
+            .map(|outbox| outbox.drain(..).collect())
+            .unwrap_or_default()
+    }
+
+    /// Puts changes back that could not be shared, before any made since.
+    pub fn return_changes(&self, mut changes: Vec<BanChange>) {
+        if let Some(outbox) = lock(&self.outbox).as_mut() {
+            changes.extend(outbox.drain(..));
+            let excess = changes.len().saturating_sub(OUTBOX_CAP);
+            outbox.extend(changes.drain(excess..));
+        }
+    }
+
+    /// Applies a ban made (`Some`) or lifted (`None`) on another node; whether it changed
+    /// anything here.
+    pub fn adopt(&self, ip: IpAddr, ban: Option<Ban>) -> bool {
+        let ip = ip.to_canonical();
+        match ban {
+            Some(ban) if !self.is_allowed(ip) => {
+                if self.bans.get(&ip).is_some_and(|b| *b == ban) {
+                    return false;
+                }
+                tracing::warn!(%ip, reason = %ban.reason, "banned by another node");
+                self.bans.insert(ip, ban);
+                true
+            }
+            Some(_) => false,
+            None => self.bans.remove(&ip).is_some(),
+        }
+    }
+
+    fn share(&self, change: BanChange) {
+        if let Some(outbox) = lock(&self.outbox).as_mut() {
+            if outbox.len() >= OUTBOX_CAP {
+                outbox.pop_front();
+            }
+            outbox.push_back(change);
+        }
     }
 
     /// Bans made since start.
@@ -243,7 +302,9 @@ impl Guard {
 
     /// Lifts the ban of `ip`; whether there was one.
     pub fn unban(&self, ip: IpAddr) -> bool {
-        self.bans.remove(&ip.to_canonical()).is_some()
+        let ip = ip.to_canonical();
+        self.share((ip, None));
+        self.bans.remove(&ip).is_some()
     }
 
     /// Every live ban, sorted by address.
@@ -286,6 +347,12 @@ impl Budgets {
         let limiter = if is_submit { &self.submit } else { &self.other };
         limiter.check().is_ok()
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

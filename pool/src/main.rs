@@ -15,5 +15,9 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", quarry_pool::cli::blocks(&args).await?);
             Ok(())
         }
+        Some(Command::Nodes(args)) => {
+            print!("{}", quarry_pool::cli::nodes(&args).await?);
+            Ok(())
+        }
     }
 }

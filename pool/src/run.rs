@@ -29,8 +29,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let lost = pool.ctx.cluster.as_ref().map(|cluster| cluster.lost());
+    let watched = lost.clone();
+    let lease_lost = async move {
+        match watched {
+            Some(lost) => lost.cancelled_owned().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(lease_lost);
     loop {
         tokio::select! {
+            () = &mut lease_lost => break,
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = hangup.recv() => match &pool.tls {
@@ -44,6 +54,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down");
     pool.shutdown(shutdown_timeout).await;
+    if lost.is_some_and(|lost| lost.is_cancelled()) {
+        anyhow::bail!("this node lost its cluster id lease and stopped serving");
+    }
     println!("quarry-pool: stopped");
     Ok(())
 }

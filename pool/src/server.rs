@@ -17,12 +17,13 @@ use crate::bitcoind::gbt::CoinbaseConfig;
 use crate::bitcoind::rpc::RpcClient;
 use crate::bitcoind::{BitcoindSource, Settings};
 use crate::chain::{ChainParams, EmbeddedChain};
+use crate::cluster::{Beat, Cluster};
 use crate::config::{BitcoindConfig, PoolConfig};
 use crate::context::Context;
 use crate::extranonce::Allocator;
 use crate::history::HistoryWriter;
 use crate::jobs::JobBook;
-use crate::ledger::{Ledger, LedgerOptions};
+use crate::ledger::{Database, Ledger, LedgerOptions};
 use crate::limits::Guard;
 use crate::listener::{accept_loop, Transport};
 use crate::metrics::Metrics;
@@ -70,6 +71,7 @@ async fn embedded_source(
     config: &PoolConfig,
     ledger: &Arc<dyn Ledger>,
     accounting: &Arc<Accounting>,
+    cluster: Option<&Cluster>,
 ) -> anyhow::Result<(Arc<JobBook>, JobSource)> {
     let params = ChainParams {
         initial_difficulty: config.chain_difficulty,
@@ -80,7 +82,7 @@ async fn embedded_source(
         extranonce_len: EXTRANONCE1_SIZE + config.extranonce2_size,
     };
     let stored = ledger
-        .chain_blocks()
+        .chain_blocks(0)
         .await
         .context("reading the stored chain")?;
     let fresh = stored.is_empty();
@@ -99,6 +101,8 @@ async fn embedded_source(
         book: book.clone(),
         ledger: ledger.clone(),
         accounting: accounting.clone(),
+        node: cluster.map(Cluster::id),
+        chain_changed: cluster.map(Cluster::chain_changed),
     });
     Ok((book, JobSource::Embedded(source)))
 }
@@ -110,6 +114,7 @@ async fn bitcoind_source(
     bitcoind: &BitcoindConfig,
     ledger: &Arc<dyn Ledger>,
     accounting: &Arc<Accounting>,
+    cluster: Option<&Cluster>,
 ) -> anyhow::Result<(Arc<JobBook>, JobSource)> {
     // Long polls wake at once for a new block but only every minute or so for mempool
     // changes, so their timeout must be well above a minute.
@@ -144,9 +149,60 @@ async fn bitcoind_source(
         book.clone(),
         ledger.clone(),
         accounting.clone(),
+        cluster.map(Cluster::id),
     )
     .await?;
     Ok((book, JobSource::Bitcoind(Arc::new(source))))
+}
+
+/// What this node reports with each cluster heartbeat.
+fn heartbeat(ctx: Arc<Context>, pool: &Pool) -> impl Fn() -> Beat + Send + 'static {
+    let address = [
+        pool.stratum_tcp.map(|addr| format!("stratum+tcp://{addr}")),
+        pool.stratum_tls.map(|addr| format!("stratum+ssl://{addr}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(" ");
+    move || {
+        let current = ctx.book.current();
+        Beat {
+            address: address.clone(),
+            job_height: current.job.height(),
+            job_id: current.job.notify.job_id.to_string(),
+            sessions: ctx.sessions.len() as u64,
+            hashrate: ctx.accounting.pool_hashrate(now_ms(), 600_000),
+        }
+    }
+}
+
+/// Takes the cluster's worker totals from the ledger every heartbeat, so this node's API,
+/// metrics and dashboard count every node's shares.
+async fn follow_cluster_totals(ctx: Arc<Context>) {
+    let mut tick = tokio::time::interval(crate::cluster::HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = ctx.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match ctx.ledger.worker_totals().await {
+            Ok(totals) => ctx.accounting.adopt_totals(totals),
+            Err(err) => tracing::debug!(%err, "cannot read the cluster's worker totals"),
+        }
+    }
+}
+
+/// Closes this node's sessions from an address another node banned.
+fn kicker(ctx: Arc<Context>) -> impl Fn(std::net::IpAddr) + Send + 'static {
+    move |ip| {
+        for session in ctx.sessions.iter() {
+            if session.peer.ip().to_canonical() == ip {
+                session.kick.cancel();
+            }
+        }
+    }
 }
 
 async fn bind(addr: Option<SocketAddr>, what: &str) -> anyhow::Result<Option<TcpListener>> {
@@ -170,20 +226,36 @@ impl Pool {
         let ledger = crate::ledger::open(&config.database, LedgerOptions::default())
             .await
             .context("opening the share ledger")?;
+        let cluster = match &config.database {
+            Database::Postgres { url } => Some(Arc::new(
+                Cluster::join(url, crate::cluster::settings::shared(&config))
+                    .await
+                    .context("joining the cluster")?,
+            )),
+            Database::Sqlite { .. } => None,
+        };
 
+        // Hashrate windows are this node's own: in a cluster the recent shares in the
+        // ledger are every node's, so they are not replayed.
+        let recent = match cluster {
+            None => ledger
+                .shares_since(now_ms() - 3_600_000)
+                .await
+                .context("reading recent shares")?,
+            Some(_) => Vec::new(),
+        };
         let accounting = Arc::new(Accounting::restore(
             ledger
                 .worker_totals()
                 .await
                 .context("reading worker totals")?,
-            ledger
-                .shares_since(now_ms() - 3_600_000)
-                .await
-                .context("reading recent shares")?,
+            recent,
         ));
         let (book, source) = match &config.bitcoind {
-            None => embedded_source(&config, &ledger, &accounting).await?,
-            Some(bitcoind) => bitcoind_source(&config, bitcoind, &ledger, &accounting).await?,
+            None => embedded_source(&config, &ledger, &accounting, cluster.as_deref()).await?,
+            Some(bitcoind) => {
+                bitcoind_source(&config, bitcoind, &ledger, &accounting, cluster.as_deref()).await?
+            }
         };
         let shutdown = CancellationToken::new();
         let (solved_tx, solved_rx) = tokio::sync::mpsc::channel(SOLVED_QUEUE);
@@ -192,14 +264,22 @@ impl Pool {
             book: book.clone(),
             accounting: accounting.clone(),
             ledger: ledger.clone(),
-            extranonces: Allocator::default(),
+            extranonces: cluster
+                .as_deref()
+                .map_or_else(Allocator::default, |cluster| {
+                    Allocator::for_node(cluster.id())
+                }),
             blocks: solved_tx,
             shutdown: shutdown.clone(),
             next_session: AtomicU64::new(1),
             guard: Guard::new(config.limits.clone()),
             sessions: DashMap::new(),
             metrics: Arc::new(Metrics::new(config.metrics_per_worker)),
+            cluster: cluster.clone(),
         });
+        if cluster.is_some() {
+            ctx.guard.share_bans();
+        }
 
         let tracker = TaskTracker::new();
         let background = TaskTracker::new();
@@ -286,6 +366,15 @@ impl Pool {
                     tracing::error!(%err, "API server failed");
                 }
             });
+        }
+        if let Some(cluster) = &cluster {
+            background.spawn(follow_cluster_totals(ctx.clone()));
+            background.spawn(cluster.clone().run(
+                heartbeat(ctx.clone(), &pool),
+                ctx.guard.clone(),
+                kicker(ctx.clone()),
+                shutdown.clone(),
+            ));
         }
         pool.tracker = tracker;
         Ok(pool)

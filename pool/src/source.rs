@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use quarry_protocol::share::block_hash;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::accounting::{now_ms, Accounting};
@@ -47,11 +47,20 @@ impl JobSource {
 }
 
 /// The embedded chain as a job source.
+///
+/// A block is part of the chain once the ledger has stored it. In a cluster every node
+/// follows the ledger's chain: a block another node stored arrives by notification (and by
+/// a poll, should one be missed), and a block of ours that lost the race for its height is
+/// dropped for the stored one.
 pub struct EmbeddedSource {
     pub chain: Mutex<EmbeddedChain>,
     pub book: Arc<JobBook>,
     pub ledger: Arc<dyn Ledger>,
     pub accounting: Arc<Accounting>,
+    /// The cluster node this pool is (`None` when it runs alone).
+    pub node: Option<u8>,
+    /// Woken when another node may have extended the chain (cluster only).
+    pub chain_changed: Option<Arc<Notify>>,
 }
 
 /// Unix seconds now.
@@ -70,11 +79,19 @@ impl EmbeddedSource {
         let mut refresh =
             tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let changed = async |notify: &Option<Arc<Notify>>| match notify {
+            Some(notify) => notify.notified().await,
+            None => std::future::pending().await,
+        };
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 Some(found) = solved.recv() => self.on_solved(found).await,
+                () = changed(&self.chain_changed) => self.follow().await,
                 _ = refresh.tick() => {
+                    if self.chain_changed.is_some() {
+                        self.follow().await;
+                    }
                     let template = self.lock().template(unix_now());
                     self.book.publish(template);
                 }
@@ -84,6 +101,34 @@ impl EmbeddedSource {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, EmbeddedChain> {
         self.chain.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adopts the blocks the ledger holds beyond our tip, and publishes a job on the new
+    /// tip if there were any.
+    async fn follow(&self) {
+        let next = self.lock().height() + 1;
+        let stored = match self.ledger.chain_blocks(next).await {
+            Ok(stored) => stored,
+            Err(err) => {
+                tracing::warn!(%err, "cannot read the stored chain; keeping the current tip");
+                return;
+            }
+        };
+        if stored.is_empty() {
+            return;
+        }
+        let template = {
+            let mut chain = self.lock();
+            for raw in &stored {
+                if let Err(err) = chain.adopt(raw) {
+                    tracing::error!(height = chain.height() + 1, %err, "a stored chain block does not extend our chain");
+                    break;
+                }
+            }
+            tracing::info!(height = chain.height(), tip = %chain.tip_hash(), "following the chain another node extended");
+            chain.template(unix_now())
+        };
+        self.book.publish(template);
     }
 
     async fn on_solved(&self, found: Solved) {
@@ -102,7 +147,12 @@ impl EmbeddedSource {
         };
         let raw = bitcoin::consensus::serialize(&block);
         if let Err(err) = self.ledger.append_chain_block(height, raw.clone()).await {
-            tracing::error!(%hash, %err, "could not persist the chain block");
+            // Not stored, so not part of the chain: back to what the ledger holds (another
+            // node's block at this height, if one won the race).
+            tracing::warn!(%hash, %worker, height, %err, "solved block not stored; it is not part of the chain");
+            self.lock().rewind(height);
+            self.follow().await;
+            return;
         }
         let record = FoundBlock {
             height,
@@ -111,6 +161,7 @@ impl EmbeddedSource {
             time_ms: now_ms(),
             raw,
             status: "accepted".to_owned(),
+            node: self.node,
         };
         if let Err(err) = self.ledger.record_block(record).await {
             tracing::error!(%hash, %err, "could not record the found block");

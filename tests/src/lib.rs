@@ -10,6 +10,7 @@ pub mod load;
 pub mod miner;
 pub mod node;
 pub mod peers;
+pub mod postgres;
 pub mod process;
 pub mod wire;
 pub mod workspace;

@@ -151,6 +151,8 @@ pub struct BitcoindSource {
     book: Arc<JobBook>,
     ledger: Arc<dyn Ledger>,
     accounting: Arc<Accounting>,
+    /// The cluster node this pool is (`None` when it runs alone).
+    node: Option<u8>,
     tip: Mutex<Tip>,
     /// Accepted blocks not yet `CONFIRMATIONS` deep: (height, hash).
     unconfirmed: Mutex<Vec<(u64, BlockHash)>>,
@@ -168,6 +170,7 @@ impl BitcoindSource {
         book: Arc<JobBook>,
         ledger: Arc<dyn Ledger>,
         accounting: Arc<Accounting>,
+        node: Option<u8>,
     ) -> anyhow::Result<BitcoindSource> {
         let unconfirmed = ledger
             .blocks(1000)
@@ -191,6 +194,7 @@ impl BitcoindSource {
             book,
             ledger,
             accounting,
+            node,
             tip: Mutex::new(tip),
             unconfirmed: Mutex::new(unconfirmed),
         })
@@ -393,6 +397,7 @@ impl BitcoindSource {
             time_ms: now_ms(),
             raw,
             status,
+            node: self.node,
         };
         if let Err(err) = self.ledger.record_block(record).await {
             tracing::error!(%hash, %err, "could not record the found block");

@@ -368,6 +368,24 @@ impl EmbeddedChain {
         self.extend(block, Some(now))
     }
 
+    /// Extends the chain with a block another node stored, checked like a block read at
+    /// start (every rule but the clock's).
+    ///
+    /// # Errors
+    /// [`ChainError::Decode`] or the [`ChainError`] of the first rule broken; the chain is
+    /// left unchanged.
+    pub fn adopt(&mut self, raw: &[u8]) -> Result<u64, ChainError> {
+        let block = decode(self.next_height(), raw)?;
+        self.extend(&block, None)
+    }
+
+    /// Drops the blocks at `height` and above (never the genesis block), to undo an
+    /// [`EmbeddedChain::accept`] whose block could not be stored.
+    pub fn rewind(&mut self, height: u64) {
+        let keep = usize::try_from(height.max(1)).unwrap_or(usize::MAX);
+        self.headers.truncate(keep);
+    }
+
     fn extend(&mut self, block: &Block, now: Option<u32>) -> Result<u64, ChainError> {
         let height = self.next_height();
         if height > MAX_HEIGHT {

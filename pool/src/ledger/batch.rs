@@ -15,7 +15,7 @@ use bitcoin::BlockHash;
 use tokio::sync::{mpsc, oneshot};
 
 use super::history::HistoryRow;
-use super::{AcceptedShare, FoundBlock, LedgerError, LedgerStats, RejectKind};
+use super::{error_chain, AcceptedShare, FoundBlock, LedgerError, LedgerStats, RejectKind};
 use crate::metrics::histogram::{self, AtomicHistogram};
 
 /// A commit's failure, handed to every waiter of the batch.
@@ -372,18 +372,6 @@ impl Counters {
             commit_time: Duration::from_nanos(self.commit_nanos.load(Ordering::Relaxed)),
         }
     }
-}
-
-/// An error and its sources, joined: drivers keep the server's message in a source.
-pub(super) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

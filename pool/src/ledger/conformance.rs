@@ -14,7 +14,7 @@ use std::time::Duration;
 use bitcoin::hashes::Hash;
 use bitcoin::BlockHash;
 
-use super::batch::error_chain;
+use super::error_chain;
 use super::history::{HistoryRow, Scope, MINUTES_KEPT_MS, MINUTE_MS};
 use super::*;
 
@@ -111,6 +111,7 @@ fn block(byte: u8, height: u64, time_ms: i64) -> FoundBlock {
         time_ms,
         raw: vec![byte; 80 + usize::from(byte)],
         status: "accepted".into(),
+        node: byte.is_multiple_of(2).then_some(byte),
     }
 }
 
@@ -377,7 +378,7 @@ pub(super) async fn blocks_round_trip_newest_first(fixture: &dyn Fixture) {
 
 pub(super) async fn chain_blocks_come_back_in_height_order(fixture: &dyn Fixture) {
     let store = fixture.open(keep_all()).await;
-    assert!(store.chain_blocks().await.unwrap().is_empty());
+    assert!(store.chain_blocks(0).await.unwrap().is_empty());
     assert!(matches!(
         store.append_chain_block(1, vec![1]).await,
         Err(LedgerError::ChainGap { height: 1, next: 0 })
@@ -408,9 +409,14 @@ pub(super) async fn chain_blocks_come_back_in_height_order(fixture: &dyn Fixture
     ));
     store.append_chain_block(3, vec![3; 3]).await.unwrap();
     assert_eq!(
-        store.chain_blocks().await.unwrap(),
+        store.chain_blocks(0).await.unwrap(),
         vec![vec![0; 3], vec![1; 3], vec![2; 3], vec![3; 3]]
     );
+    assert_eq!(
+        store.chain_blocks(2).await.unwrap(),
+        vec![vec![2; 3], vec![3; 3]]
+    );
+    assert!(store.chain_blocks(4).await.unwrap().is_empty());
 }
 
 pub(super) async fn migrations_are_idempotent_on_reopen(fixture: &dyn Fixture) {

@@ -97,6 +97,18 @@ pub async fn open(
     })
 }
 
+/// An error and its sources, joined: drivers keep the server's message in a source.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
 /// The ledger's interface; see the module docs for the durability every backend keeps.
 #[async_trait::async_trait]
 pub trait Ledger: Send + Sync + fmt::Debug {
@@ -156,12 +168,13 @@ pub trait Ledger: Send + Sync + fmt::Debug {
     /// [`LedgerError::Closed`], [`LedgerError::Commit`].
     async fn record_history(&self, rows: Vec<HistoryRow>, now_ms: i64) -> Result<(), LedgerError>;
 
-    /// All stored chain blocks' raw bytes in height order (for restart).
+    /// The raw bytes of the stored chain blocks from `from_height` on, in height order (for
+    /// restart, and for following another node's blocks).
     ///
     /// # Errors
     ///
     /// [`LedgerError::Read`] if the query fails.
-    async fn chain_blocks(&self) -> Result<Vec<Vec<u8>>, LedgerError>;
+    async fn chain_blocks(&self, from_height: u64) -> Result<Vec<Vec<u8>>, LedgerError>;
 
     /// Every worker's totals, by worker name.
     ///
@@ -417,6 +430,8 @@ pub struct FoundBlock {
     pub raw: Vec<u8>,
     /// E.g. `"accepted"`, later `"orphaned"`.
     pub status: String,
+    /// The cluster node whose miner found it (`None` on a single-node pool).
+    pub node: Option<u8>,
 }
 
 /// A worker's totals since its first share, kept across restarts and share pruning.

@@ -11,6 +11,7 @@ use prometheus_client::registry::Registry;
 
 use super::histogram::{self, AtomicHistogram};
 use super::process;
+use crate::cluster::Health;
 use crate::context::Context;
 use crate::ledger::RejectKind;
 use crate::watch::Status;
@@ -247,6 +248,29 @@ impl prometheus_client::collector::Collector for Scrape {
             "Commands per ledger batch.",
             ctx.ledger.batch_sizes(),
         )?;
+        if let Some(cluster) = &ctx.cluster {
+            gauge(
+                &mut enc,
+                "quarry_cluster_node_id",
+                "This node's id in the cluster (the high byte of its extranonce1s).",
+                f64::from(cluster.id()),
+            )?;
+            let nodes = cluster.nodes();
+            let rows: Vec<([(&str, &str); 1], f64)> = Health::ALL
+                .iter()
+                .map(|health| {
+                    let count = nodes.iter().filter(|n| n.status == *health).count();
+                    ([("status", health.as_str())], count as f64)
+                })
+                .collect();
+            family(
+                &mut enc,
+                "quarry_cluster_nodes",
+                "Nodes of the cluster seen in the last day, by status (ok, lagging, dead).",
+                MetricType::Gauge,
+                &rows,
+            )?;
+        }
 
         let workers = ctx.accounting.workers(None);
         let (buckets, count) = histogram::cumulative(

@@ -48,16 +48,25 @@ pub struct PostgresLedger {
     writer: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-/// How to reach the server: the parsed URL and its TLS set-up.
+/// How to reach the server: the parsed URL and its TLS set-up. The cluster's lease,
+/// heartbeat and notification connections use it too.
 #[derive(Clone)]
-pub(super) struct Target {
+pub(crate) struct Target {
     config: Config,
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
-    pub(super) location: String,
+    pub(crate) location: String,
 }
 
+/// Notifications (`LISTEN`) a connection received: channel and payload.
+pub(crate) type Notifications = tokio::sync::mpsc::Receiver<(String, String)>;
+
 impl Target {
-    fn parse(url: &str) -> Result<Target, LedgerError> {
+    /// Parses a `postgres://` URL.
+    ///
+    /// # Errors
+    ///
+    /// [`LedgerError::Open`] for an unparsable URL or unusable TLS roots.
+    pub(crate) fn parse(url: &str) -> Result<Target, LedgerError> {
         let location = redact(url);
         let open_error = |source: BoxError| LedgerError::Open {
             location: location.clone(),
@@ -85,16 +94,35 @@ impl Target {
     }
 
     /// A new connection, its driver task spawned, with `synchronous_commit` on.
-    pub(super) async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
+    pub(crate) async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
+        self.connect_with(None).await
+    }
+
+    /// A new connection whose notifications arrive on the returned receiver (the newest
+    /// `capacity`; a full receiver drops later ones, so the reader rereads its state).
+    pub(crate) async fn connect_listening(
+        &self,
+        capacity: usize,
+    ) -> Result<(Client, Notifications), tokio_postgres::Error> {
+        let (sender, receiver) = tokio::sync::mpsc::channel(capacity.max(1));
+        let client = self.connect_with(Some(sender)).await?;
+        Ok((client, receiver))
+    }
+
+    async fn connect_with(
+        &self,
+        notifications: Option<tokio::sync::mpsc::Sender<(String, String)>>,
+    ) -> Result<Client, tokio_postgres::Error> {
+        let location = self.location.clone();
         let client = match &self.tls {
             Some(tls) => {
                 let (client, connection) = self.config.connect(tls.clone()).await?;
-                tokio::spawn(drive(connection, self.location.clone()));
+                tokio::spawn(drive(connection, location, notifications));
                 client
             }
             None => {
                 let (client, connection) = self.config.connect(NoTls).await?;
-                tokio::spawn(drive(connection, self.location.clone()));
+                tokio::spawn(drive(connection, location, notifications));
                 client
             }
         };
@@ -105,14 +133,35 @@ impl Target {
 
 type BoxError = super::BoxError;
 
-/// Runs a connection until it closes, logging why it did.
-async fn drive<S, T>(connection: tokio_postgres::Connection<S, T>, location: String)
-where
+/// Runs a connection until it closes, logging why it did, and hands its notifications to
+/// `notifications`.
+async fn drive<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    location: String,
+    notifications: Option<tokio::sync::mpsc::Sender<(String, String)>>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    if let Err(error) = connection.await {
-        tracing::warn!(ledger = %location, error = %super::batch::error_chain(&error), "ledger connection lost");
+    let mut messages = std::pin::pin!(futures_util::stream::poll_fn(move |cx| {
+        connection.poll_message(cx)
+    }));
+    while let Some(message) = futures_util::StreamExt::next(&mut messages).await {
+        match message {
+            Ok(tokio_postgres::AsyncMessage::Notification(note)) => {
+                if let Some(sender) = &notifications {
+                    let _ = sender.try_send((note.channel().to_owned(), note.payload().to_owned()));
+                }
+            }
+            Ok(tokio_postgres::AsyncMessage::Notice(notice)) => {
+                tracing::debug!(ledger = %location, notice = %notice.message(), "server notice");
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(ledger = %location, error = %super::error_chain(&error), "ledger connection lost");
+                return;
+            }
+        }
     }
 }
 
@@ -140,6 +189,11 @@ fn tls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect, BoxError>
     .with_root_certificates(roots)
     .with_no_client_auth();
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// A stored node id (an `INTEGER` column).
+fn node_id(stored: Option<i32>) -> Option<u8> {
+    stored.and_then(|id| u8::try_from(id).ok())
 }
 
 /// The URL with its password replaced by `***`, for logs and errors.
@@ -274,10 +328,14 @@ impl Ledger for PostgresLedger {
         self.queue.write(Op::History(rows, now_ms)).await
     }
 
-    async fn chain_blocks(&self) -> Result<Vec<Vec<u8>>, LedgerError> {
+    async fn chain_blocks(&self, from_height: u64) -> Result<Vec<Vec<u8>>, LedgerError> {
+        let from = i64::try_from(from_height).unwrap_or(i64::MAX);
         self.read("chain blocks", async |client| {
             let rows = client
-                .query("SELECT raw FROM chain ORDER BY height", &[])
+                .query(
+                    "SELECT raw FROM chain WHERE height >= $1 ORDER BY height",
+                    &[&from],
+                )
                 .await?;
             Ok(rows.iter().map(|row| row.get(0)).collect())
         })
@@ -350,7 +408,7 @@ impl Ledger for PostgresLedger {
             .read("a found block", async |client| {
                 client
                     .query_opt(
-                        "SELECT height, worker, time_ms, raw, status FROM blocks WHERE hash = $1",
+                        "SELECT height, worker, time_ms, raw, status, node FROM blocks WHERE hash = $1",
                         &[&bytes],
                     )
                     .await
@@ -363,6 +421,7 @@ impl Ledger for PostgresLedger {
             time_ms: row.get(2),
             raw: row.get(3),
             status: row.get(4),
+            node: node_id(row.get(5)),
         }))
     }
 
@@ -372,7 +431,7 @@ impl Ledger for PostgresLedger {
             .read("found blocks", async |client| {
                 client
                     .query(
-                        "SELECT height, hash, worker, time_ms, raw, status FROM blocks \
+                        "SELECT height, hash, worker, time_ms, raw, status, node FROM blocks \
                          ORDER BY time_ms DESC, id DESC LIMIT $1",
                         &[&limit],
                     )
@@ -396,6 +455,7 @@ impl Ledger for PostgresLedger {
                     time_ms: row.get(3),
                     raw: row.get(4),
                     status: row.get(5),
+                    node: node_id(row.get(6)),
                 })
             })
             .collect()

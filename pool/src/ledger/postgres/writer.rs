@@ -52,14 +52,22 @@ const UPDATE_WORKERS: &str = "UPDATE workers AS w SET \
      $7::int8[], $8::int8[], $9::float8[], $10::int8[]) \
      AS d(id, accepted, accepted_difficulty, stale, duplicate, low, malformed, unauthorized, \
      best, last_ms) WHERE w.id = d.id";
-const UPSERT_BLOCK: &str =
-    "INSERT INTO blocks (hash, height, worker, time_ms, raw, status) VALUES ($1, $2, $3, $4, $5, $6) \
+const UPSERT_BLOCK: &str = "INSERT INTO blocks (hash, height, worker, time_ms, raw, status, node) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) \
      ON CONFLICT (hash) DO UPDATE SET height = excluded.height, worker = excluded.worker, \
-     time_ms = excluded.time_ms, raw = excluded.raw, status = excluded.status";
+     time_ms = excluded.time_ms, raw = excluded.raw, status = excluded.status, \
+     node = excluded.node";
+/// Tells every node a block was found, at commit.
+const NOTIFY_BLOCK: &str = "SELECT pg_notify('quarry_block', $1)";
+/// Tells every node the embedded chain grew, at commit.
+const NOTIFY_CHAIN: &str = "SELECT pg_notify('quarry_chain', $1)";
 const SET_BLOCK_STATUS: &str = "UPDATE blocks SET status = $2 WHERE hash = $1";
 const CHAIN_NEXT: &str = "SELECT coalesce(max(height) + 1, 0)::int8 FROM chain";
 const CHAIN_AT: &str = "SELECT raw FROM chain WHERE height = $1";
-const INSERT_CHAIN: &str = "INSERT INTO chain (height, raw) VALUES ($1, $2)";
+const INSERT_CHAIN: &str =
+    "INSERT INTO chain (height, raw) VALUES ($1, $2) ON CONFLICT (height) DO NOTHING";
+/// Serializes appends of every node: one extends the chain at a time.
+const LOCK_CHAIN: &str = "SELECT pg_advisory_xact_lock(7177617268617769)";
 const PRUNE: &str =
     "DELETE FROM shares WHERE id IN (SELECT id FROM shares WHERE time_ms < $1 LIMIT $2)";
 
@@ -334,19 +342,24 @@ async fn put_block(
             &block.time_ms,
             &block.raw,
             &block.status,
+            &block.node.map(i32::from),
         ],
     )
     .await?;
+    tx.execute(NOTIFY_BLOCK, &[&block.height.to_string()])
+        .await?;
     Ok(None)
 }
 
-/// Appends at the chain's next height; the next height is read in the transaction, since
-/// another node may have appended since.
+/// Appends at the chain's next height. Every node's append takes the same advisory lock
+/// and reads the next height under it, so two nodes never both extend from one tip: the
+/// second finds its height taken and gets [`LedgerError::ChainConflict`].
 async fn append_chain(
     tx: &Transaction<'_>,
     height: u64,
     raw: &[u8],
 ) -> Result<Option<LedgerError>, tokio_postgres::Error> {
+    tx.execute(LOCK_CHAIN, &[]).await?;
     let next: i64 = tx.query_one(CHAIN_NEXT, &[]).await?.get(0);
     let next = u64::try_from(next).unwrap_or(0);
     if height > next {
@@ -366,5 +379,6 @@ async fn append_chain(
         );
     }
     tx.execute(INSERT_CHAIN, &[&sql_height, &raw]).await?;
+    tx.execute(NOTIFY_CHAIN, &[&height.to_string()]).await?;
     Ok(None)
 }

@@ -179,10 +179,12 @@ impl Ledger for SqliteLedger {
         self.queue.write(Op::History(rows, now_ms)).await
     }
 
-    async fn chain_blocks(&self) -> Result<Vec<Vec<u8>>, LedgerError> {
-        self.read("chain blocks", |conn| {
-            let mut statement = conn.prepare_cached("SELECT raw FROM chain ORDER BY height")?;
-            let rows = statement.query_map([], |row| row.get(0))?;
+    async fn chain_blocks(&self, from_height: u64) -> Result<Vec<Vec<u8>>, LedgerError> {
+        let from = i64::try_from(from_height).unwrap_or(i64::MAX);
+        self.read("chain blocks", move |conn| {
+            let mut statement =
+                conn.prepare_cached("SELECT raw FROM chain WHERE height >= ?1 ORDER BY height")?;
+            let rows = statement.query_map(params![from], |row| row.get(0))?;
             rows.collect()
         })
         .await
@@ -249,7 +251,7 @@ impl Ledger for SqliteLedger {
     async fn block(&self, hash: BlockHash) -> Result<Option<FoundBlock>, LedgerError> {
         self.read("a found block", move |conn| {
             conn.query_row(
-                "SELECT height, worker, time_ms, raw, status FROM blocks WHERE hash = ?1",
+                "SELECT height, worker, time_ms, raw, status, node FROM blocks WHERE hash = ?1",
                 params![hash.to_byte_array()],
                 |row| {
                     Ok(FoundBlock {
@@ -259,6 +261,7 @@ impl Ledger for SqliteLedger {
                         time_ms: row.get(2)?,
                         raw: row.get(3)?,
                         status: row.get(4)?,
+                        node: row.get(5)?,
                     })
                 },
             )
@@ -271,7 +274,7 @@ impl Ledger for SqliteLedger {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read("found blocks", move |conn| {
             let mut statement = conn.prepare_cached(
-                "SELECT height, hash, worker, time_ms, raw, status FROM blocks \
+                "SELECT height, hash, worker, time_ms, raw, status, node FROM blocks \
                  ORDER BY time_ms DESC, id DESC LIMIT ?1",
             )?;
             let rows = statement.query_map(params![limit], |row| {
@@ -283,6 +286,7 @@ impl Ledger for SqliteLedger {
                     time_ms: row.get(3)?,
                     raw: row.get(4)?,
                     status: row.get(5)?,
+                    node: row.get(6)?,
                 })
             })?;
             rows.collect()

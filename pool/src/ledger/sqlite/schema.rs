@@ -10,7 +10,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::ledger::LedgerError;
 
 /// The migrations in order; entry `i` takes the schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// Version 1: workers with their totals, accepted shares, found blocks, the embedded chain.
 ///
@@ -74,6 +74,10 @@ CREATE TABLE hashrate_history (
 
 CREATE INDEX hashrate_history_age ON hashrate_history (width_ms, start_ms);
 ";
+
+/// Version 3: which cluster node found a block (always NULL here; kept so that both
+/// backends store the same block).
+const V3: &str = "ALTER TABLE blocks ADD COLUMN node INTEGER;";
 
 /// Brings the database at `location` up to the newest schema version.
 ///

@@ -37,10 +37,11 @@ const UPDATE_WORKER: &str = "UPDATE workers SET \
      best_share_difficulty = max(best_share_difficulty, ?9), \
      last_share_ms = coalesce(max(last_share_ms, ?10), ?10, last_share_ms) \
      WHERE id = ?1";
-const UPSERT_BLOCK: &str =
-    "INSERT INTO blocks (hash, height, worker, time_ms, raw, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+const UPSERT_BLOCK: &str = "INSERT INTO blocks (hash, height, worker, time_ms, raw, status, node) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
      ON CONFLICT (hash) DO UPDATE SET height = excluded.height, worker = excluded.worker, \
-     time_ms = excluded.time_ms, raw = excluded.raw, status = excluded.status";
+     time_ms = excluded.time_ms, raw = excluded.raw, status = excluded.status, \
+     node = excluded.node";
 const SET_BLOCK_STATUS: &str = "UPDATE blocks SET status = ?2 WHERE hash = ?1";
 const CHAIN_NEXT: &str = "SELECT coalesce(max(height) + 1, 0) FROM chain";
 const CHAIN_AT: &str = "SELECT raw FROM chain WHERE height = ?1";
@@ -256,7 +257,8 @@ fn put_block(tx: &Transaction<'_>, block: &FoundBlock) -> rusqlite::Result<Optio
         block.worker,
         block.time_ms,
         block.raw,
-        block.status
+        block.status,
+        block.node
     ])?;
     Ok(None)
 }
