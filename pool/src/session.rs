@@ -747,7 +747,8 @@ impl Session {
                 }
             }
             Err(err) => {
-                tracing::error!(%err, "share could not be stored; not acknowledged");
+                // The ledger logs the failed commit itself, at most every few seconds.
+                tracing::debug!(%err, "share could not be stored; not acknowledged");
                 self.reply_error(
                     &done.id,
                     ErrorCode::Other,

@@ -12,6 +12,7 @@ pub mod node;
 pub mod peers;
 pub mod postgres;
 pub mod process;
+pub mod proxy;
 pub mod wire;
 pub mod workspace;
 

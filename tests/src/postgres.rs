@@ -36,6 +36,33 @@ impl TestDatabase {
         })
     }
 
+    /// The server's address, from the URL.
+    pub fn server(&self) -> std::net::SocketAddr {
+        let authority = self.url.split("://").nth(1).unwrap_or_default();
+        let host_port = authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, rest)| rest)
+            .split(['/', '?'])
+            .next()
+            .unwrap_or_default();
+        std::net::ToSocketAddrs::to_socket_addrs(host_port)
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .unwrap_or_else(|| panic!("a host:port in QUARRY_TEST_POSTGRES, not {host_port:?}"))
+    }
+
+    /// The test database's URL with the server's address replaced by `addr` (a proxy).
+    pub fn url_via(&self, addr: std::net::SocketAddr) -> String {
+        let (scheme, rest) = self
+            .url
+            .split_once("://")
+            .unwrap_or(("postgres", &self.url));
+        let (userinfo, tail) = rest.rsplit_once('@').map_or(("", rest), |(u, t)| (u, t));
+        let path = &tail[tail.find(['/', '?']).unwrap_or(tail.len())..];
+        let at = if userinfo.is_empty() { "" } else { "@" };
+        format!("{scheme}://{userinfo}{at}{addr}{path}")
+    }
+
     /// Runs `sql` in the test's database and returns the first column of every row as
     /// text.
     pub fn query(&self, sql: &str) -> Vec<String> {

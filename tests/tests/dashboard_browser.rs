@@ -166,13 +166,36 @@ where
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn dashboard_shows_live_workers_and_chart() {
-    let Some(chromedriver) = find_on_path("chromedriver") else {
+/// A headless Chromium session (plain HTTP: the WebDriver client needs no TLS here).
+async fn session(driver: &Driver) -> fantoccini::Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1500"]}),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a WebDriver session")
+}
+
+/// chromedriver, or `None` after saying why the test skips.
+fn chromedriver() -> Option<PathBuf> {
+    let found = find_on_path("chromedriver");
+    if found.is_none() {
         quarry_tests::skip_unless_required(
             "QUARRY_REQUIRE_BROWSER",
             "chromedriver is not on PATH (apt-get install chromium chromium-driver)",
         );
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_shows_live_workers_and_chart() {
+    let Some(chromedriver) = chromedriver() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -185,18 +208,7 @@ async fn dashboard_shows_live_workers_and_chart() {
     mine(&pool, "bob.cpu", 3).await;
 
     let driver = Driver::start(&chromedriver);
-    // The WebDriver client's TLS stack needs a crypto provider chosen (plain HTTP here).
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1500"]}),
-    );
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let browser = ClientBuilder::new(connector)
-        .capabilities(caps)
-        .connect(&driver.url)
-        .await
-        .expect("a WebDriver session");
+    let browser = session(&driver).await;
     browser
         .goto(&format!("http://{}/", pool.api))
         .await
@@ -290,10 +302,88 @@ async fn dashboard_shows_live_workers_and_chart() {
     .await;
     assert_eq!((shares, title.as_str()), (3, "Worker bob.cpu hashrate"));
 
+    // A pool running alone has no cluster panel.
+    let panel = browser
+        .find(Locator::Css("#nodes-panel"))
+        .await
+        .expect("the nodes panel");
+    assert!(
+        !panel.is_displayed().await.unwrap(),
+        "shown without a cluster"
+    );
+
     let png = browser.screenshot().await.expect("a screenshot");
     let path = artifact("dashboard.png");
     std::fs::write(&path, &png).expect("writing the screenshot");
     eprintln!("dashboard screenshot: {}", path.display());
     assert!(png.starts_with(b"\x89PNG"));
+    browser.close().await.expect("closing the browser");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_shows_the_cluster_nodes() {
+    let Some(chromedriver) = chromedriver() else {
+        return;
+    };
+    let Some(db) = quarry_tests::postgres::TestDatabase::create("dashboard_nodes") else {
+        return;
+    };
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes: Vec<PoolProcess> = ["127.0.0.2:0", "127.0.0.3:0"]
+        .iter()
+        .zip(&dirs)
+        .map(|(tcp, dir)| {
+            let args = ["--start-difficulty", "1e-6", "--chain-difficulty", "1"];
+            PoolProcess::start_on(
+                dir.path(),
+                tcp,
+                &[&args[..], &["--database", &db.url]].concat(),
+            )
+        })
+        .collect();
+    mine(&nodes[0], "carol.rig", 2).await;
+
+    let driver = Driver::start(&chromedriver);
+    let browser = session(&driver).await;
+    browser
+        .goto(&format!("http://{}/", nodes[1].api))
+        .await
+        .expect("the dashboard loads");
+    let statuses = eventually("both nodes ok in the nodes table", || async {
+        let rows = browser
+            .find_all(Locator::Css("#nodes tbody tr"))
+            .await
+            .ok()?;
+        let mut statuses = Vec::new();
+        for row in rows {
+            let id = row.attr("data-node").await.ok()??;
+            let status = row.attr("data-status").await.ok()??;
+            statuses.push(format!("{id}:{status}"));
+        }
+        (statuses == ["0:ok", "1:ok"]).then_some(statuses)
+    })
+    .await;
+    assert_eq!(statuses, ["0:ok", "1:ok"]);
+    let summary = browser
+        .find(Locator::Css("#nodes-summary"))
+        .await
+        .expect("the nodes summary")
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(summary, "this is node 1; 2 ok, 0 lagging, 0 dead");
+    // Node 1's dashboard counts the shares node 0 took (one ledger).
+    let shown = eventually("carol's shares from node 0", || async {
+        row(&browser, "carol.rig")
+            .await
+            .filter(|r| r["accepted"] == 2)
+    })
+    .await;
+    assert_eq!(shown["accepted"], 2);
+
+    let png = browser.screenshot().await.expect("a screenshot");
+    let path = artifact("dashboard-nodes.png");
+    std::fs::write(&path, &png).expect("writing the screenshot");
+    eprintln!("dashboard node view screenshot: {}", path.display());
     browser.close().await.expect("closing the browser");
 }

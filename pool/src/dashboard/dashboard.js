@@ -1,5 +1,6 @@
 // Quarry dashboard: polls the pool's JSON API and renders the summary, the
-// worker table, the hashrate chart and the found blocks. No dependencies.
+// worker table, the hashrate chart, a cluster's nodes and the found blocks.
+// No dependencies.
 "use strict";
 
 const POLL_MS = 3000;
@@ -206,6 +207,27 @@ function renderBlocks(blocks) {
   }));
 }
 
+function renderNodes(cluster) {
+  $("#nodes-panel").hidden = !cluster.cluster;
+  if (!cluster.cluster) return;
+  const counts = { ok: 0, lagging: 0, dead: 0 };
+  for (const n of cluster.nodes) counts[n.status]++;
+  $("#nodes-summary").textContent =
+    `this is node ${cluster.node}; ${counts.ok} ok, ${counts.lagging} lagging, ${counts.dead} dead`;
+  $("#nodes tbody").replaceChildren(...cluster.nodes.map((n) => {
+    const tr = el("tr", { "data-node": n.id, "data-status": n.status });
+    if (n.id === cluster.node) tr.classList.add("selected");
+    const status = el("td");
+    status.append(el("span", { class: `status ${n.status}` }, n.status));
+    tr.append(el("td", { class: "num" }, String(n.id)), status, el("td", {}, n.address),
+      el("td", { class: "num" }, n.job_height === null ? "-" : String(n.job_height)),
+      el("td", { class: "num" }, String(n.sessions)), el("td", { class: "num" }, rate(n.hashrate)),
+      el("td", { title: n.last_heartbeat }, `${duration(n.heartbeat_age_ms / 1000)} ago`),
+      el("td", {}, n.version));
+    return tr;
+  }));
+}
+
 function selectScope(scope) {
   state.scope = scope;
   refresh();
@@ -213,14 +235,16 @@ function selectScope(scope) {
 
 async function refresh() {
   try {
-    const [pool, workers, blocks, history] = await Promise.all([
+    const [pool, workers, blocks, history, nodes] = await Promise.all([
       get("/api/pool"), get("/api/workers"), get("/api/blocks?limit=20"), get(historyPath()),
+      get("/api/nodes"),
     ]);
     state.workers = workers.workers;
     renderSummary(pool);
     renderWorkers();
     renderScopes();
     renderChart(history);
+    renderNodes(nodes);
     renderBlocks(blocks.blocks);
     $("#updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
     document.body.dataset.refreshes = String(Number(document.body.dataset.refreshes || 0) + 1);

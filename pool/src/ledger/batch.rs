@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::mem;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bitcoin::BlockHash;
 use tokio::sync::{mpsc, oneshot};
@@ -215,7 +215,20 @@ pub(super) struct Batch {
     dones: Vec<Done>,
     closers: Vec<Done>,
     rejects: Rejects,
+    failures: Failures,
 }
+
+/// Failed commits since the last logged one: while the database is down every batch
+/// fails, and one line per [`FAILURE_LOG_INTERVAL`] says so.
+#[derive(Default)]
+struct Failures {
+    logged: Option<Instant>,
+    unlogged: u64,
+    since_success: u64,
+}
+
+/// The least time between two log lines about failing commits.
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Batch {
     /// Takes received commands into the batch; returns whether one asked to close.
@@ -296,6 +309,14 @@ impl Batch {
         self.ops.clear();
         match result {
             Ok(outcomes) => {
+                if self.failures.since_success > 0 {
+                    tracing::info!(
+                        ledger = location,
+                        failed_batches = self.failures.since_success,
+                        "ledger commits succeed again"
+                    );
+                    self.failures = Failures::default();
+                }
                 counters.commits.fetch_add(1, Ordering::Relaxed);
                 counters.shares.fetch_add(shares, Ordering::Relaxed);
                 let mut outcomes = outcomes.into_iter();
@@ -307,12 +328,25 @@ impl Batch {
             }
             Err(source) => {
                 counters.failed_commits.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(
-                    ledger = location,
-                    error = %error_chain(&*source),
-                    batch = size,
-                    "ledger commit failed; the batch's waiters get the error"
-                );
+                let failures = &mut self.failures;
+                failures.since_success += 1;
+                let now = Instant::now();
+                if failures
+                    .logged
+                    .is_none_or(|at| now.duration_since(at) >= FAILURE_LOG_INTERVAL)
+                {
+                    tracing::error!(
+                        ledger = location,
+                        error = %error_chain(&*source),
+                        batch = size,
+                        failed_since_last_line = failures.unlogged,
+                        "ledger commit failed; the batch's shares are refused, not acknowledged"
+                    );
+                    failures.logged = Some(now);
+                    failures.unlogged = 0;
+                } else {
+                    failures.unlogged += 1;
+                }
                 lock(&shared.rejects).merge(mem::take(&mut self.rejects));
                 for done in self.dones.drain(..) {
                     let _ = done.send(Err(LedgerError::Commit {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bitcoin::hashes::Hash;
 use tokio::sync::mpsc;
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::{Client, Statement, Transaction};
 
 use super::{history, Target};
 use crate::ledger::batch::{now_ms, sql_count, Batch, Command, Op, Shared, SharedError};
@@ -71,10 +71,28 @@ const LOCK_CHAIN: &str = "SELECT pg_advisory_xact_lock(7177617268617769)";
 const PRUNE: &str =
     "DELETE FROM shares WHERE id IN (SELECT id FROM shares WHERE time_ms < $1 LIMIT $2)";
 
+/// The statements of every batch, prepared once per connection (a statement named by its
+/// text alone would be parsed again on every use: one more round trip each).
+struct Prepared {
+    lock_workers: Statement,
+    insert_shares: Statement,
+    update_workers: Statement,
+}
+
+impl Prepared {
+    async fn on(client: &Client) -> Result<Prepared, tokio_postgres::Error> {
+        Ok(Prepared {
+            lock_workers: client.prepare(LOCK_WORKERS).await?,
+            insert_shares: client.prepare(INSERT_SHARES).await?,
+            update_workers: client.prepare(UPDATE_WORKERS).await?,
+        })
+    }
+}
+
 /// The writer task's state.
 pub(super) struct Writer {
     /// `None` after the connection broke, until the next batch reconnects.
-    client: Option<Client>,
+    client: Option<(Client, Prepared)>,
     target: Target,
     rx: mpsc::Receiver<Command>,
     shared: Arc<Shared>,
@@ -84,6 +102,8 @@ pub(super) struct Writer {
     next_prune: Instant,
     /// Worker ids by name; rows are never deleted, so ids stay valid across transactions.
     worker_ids: HashMap<Arc<str>, i64>,
+    /// The connection `open` made and migrated with, used for the first batch.
+    first: Option<Client>,
     incoming: Vec<Command>,
     batch: Batch,
 }
@@ -97,7 +117,8 @@ impl Writer {
         options: &LedgerOptions,
     ) -> Writer {
         Writer {
-            client: Some(client),
+            client: None,
+            first: Some(client),
             target,
             rx,
             shared,
@@ -149,7 +170,10 @@ impl Writer {
             self.worker_ids.clear();
             // A broken or abandoned connection is not reused; a failed statement leaves a
             // healthy one usable (the transaction was rolled back when it was dropped).
-            if self.client.as_ref().is_none_or(Client::is_closed)
+            if self
+                .client
+                .as_ref()
+                .is_none_or(|(client, _)| client.is_closed())
                 || started.elapsed() >= COMMIT_TIMEOUT
             {
                 self.client = None;
@@ -166,10 +190,18 @@ impl Writer {
     /// Applies the batch in one transaction and commits it.
     async fn apply(&mut self) -> Result<Vec<Option<LedgerError>>, tokio_postgres::Error> {
         if self.client.is_none() {
-            self.client = Some(self.target.connect().await?);
-            tracing::info!(ledger = %self.target.location, "ledger writer reconnected");
+            let client = match self.first.take() {
+                Some(client) => client,
+                None => {
+                    let client = self.target.connect().await?;
+                    tracing::info!(ledger = %self.target.location, "ledger writer reconnected");
+                    client
+                }
+            };
+            let prepared = Prepared::on(&client).await?;
+            self.client = Some((client, prepared));
         }
-        let Some(client) = self.client.as_mut() else {
+        let Some((client, prepared)) = self.client.as_mut() else {
             unreachable!("connected above");
         };
         if self.worker_ids.len() > WORKER_CACHE_CAP {
@@ -180,7 +212,6 @@ impl Writer {
         let names: Vec<&str> = deltas.keys().copied().collect();
         resolve_workers(&tx, &mut self.worker_ids, &names).await?;
         let ids: Vec<i64> = names.iter().map(|name| self.worker_ids[*name]).collect();
-        tx.execute(LOCK_WORKERS, &[&ids]).await?;
 
         let mut outcomes = Vec::with_capacity(self.batch.ops.len());
         let (mut share_workers, mut times, mut difficulties, mut hash_difficulties) =
@@ -212,18 +243,29 @@ impl Writer {
             };
             outcomes.push(outcome);
         }
-        if !share_workers.is_empty() {
-            tx.execute(
-                INSERT_SHARES,
-                &[&share_workers, &times, &difficulties, &hash_difficulties],
-            )
-            .await?;
-        }
         let mut columns = DeltaColumns::default();
         for ((_, delta), id) in deltas.iter().zip(&ids) {
             columns.push(*id, delta);
         }
-        columns.update(&tx).await?;
+        // The three statements go out together (tokio-postgres pipelines futures polled
+        // together, in the order first polled) and run in that order: the worker rows are
+        // locked in name order before anything else touches them.
+        let insert = async {
+            if share_workers.is_empty() {
+                return Ok(0);
+            }
+            tx.execute(
+                &prepared.insert_shares,
+                &[&share_workers, &times, &difficulties, &hash_difficulties],
+            )
+            .await
+        };
+        let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ids];
+        tokio::try_join!(
+            tx.execute(&prepared.lock_workers, &lock_params),
+            insert,
+            columns.update(&tx, &prepared.update_workers),
+        )?;
         tx.commit().await?;
         Ok(outcomes)
     }
@@ -231,7 +273,8 @@ impl Writer {
     /// Deletes share rows older than the retention, a chunk at a time, when due.
     async fn maybe_prune(&mut self) {
         let now = Instant::now();
-        let (Some(retention_ms), Some(client)) = (self.retention_ms, self.client.as_ref()) else {
+        let (Some(retention_ms), Some((client, _))) = (self.retention_ms, self.client.as_ref())
+        else {
             return;
         };
         if now < self.next_prune {
@@ -299,13 +342,17 @@ impl DeltaColumns {
         self.last_ms.push(delta.last_share_ms());
     }
 
-    async fn update(&self, tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
+    async fn update(
+        &self,
+        tx: &Transaction<'_>,
+        statement: &Statement,
+    ) -> Result<u64, tokio_postgres::Error> {
         if self.ids.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let [stale, duplicate, low, malformed, unauthorized] = &self.rejected;
         tx.execute(
-            UPDATE_WORKERS,
+            statement,
             &[
                 &self.ids,
                 &self.accepted,
@@ -319,8 +366,7 @@ impl DeltaColumns {
                 &self.last_ms,
             ],
         )
-        .await?;
-        Ok(())
+        .await
     }
 }
 
