@@ -100,6 +100,10 @@ pub struct RunArgs {
     /// cluster [default: sqlite].
     #[arg(long, env = "QUARRY_POOL_DATABASE", value_name = "sqlite|URL")]
     pub database: Option<String>,
+    /// Days each accepted share's row is kept in the ledger; older rows are deleted, their
+    /// work staying in the workers' totals and the per-minute hashrate history [default: 7].
+    #[arg(long, env = "QUARRY_POOL_SHARE_RETENTION_DAYS", value_name = "DAYS")]
+    pub share_retention_days: Option<f64>,
 
     /// Job source: the embedded chain, or Bitcoin Core nodes [default: embedded].
     #[arg(long, env = "QUARRY_POOL_CHAIN", value_enum)]
@@ -464,6 +468,7 @@ impl RunArgs {
             api,
             data_dir,
             database,
+            share_retention_days,
             chain,
             bitcoind_url,
             bitcoind_user,
@@ -508,6 +513,8 @@ pub struct PoolConfig {
     pub data_dir: PathBuf,
     /// Where the share ledger lives.
     pub database: Database,
+    /// How long share rows are kept.
+    pub share_retention: Duration,
     /// `Some` with `--chain bitcoind`.
     pub bitcoind: Option<BitcoindConfig>,
     pub chain_difficulty: f64,
@@ -668,6 +675,11 @@ impl PoolConfig {
             database: Database::from_setting(args.database.as_deref(), &data_dir)
                 .map_err(anyhow::Error::msg)?,
             data_dir,
+            share_retention: seconds(
+                "share_retention_days",
+                args.share_retention_days.map(|days| days * 86_400.0),
+                7.0 * 86_400.0,
+            )?,
             chain_difficulty: positive("chain_difficulty", args.chain_difficulty, 0.001)?,
             block_time: seconds("block_time", args.block_time, 60.0)?,
             retarget_interval,

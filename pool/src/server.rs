@@ -149,7 +149,7 @@ async fn bitcoind_source(
         book.clone(),
         ledger.clone(),
         accounting.clone(),
-        cluster.map(Cluster::id),
+        cluster,
     )
     .await?;
     Ok((book, JobSource::Bitcoind(Arc::new(source))))
@@ -223,15 +223,21 @@ impl Pool {
     pub async fn start(config: PoolConfig) -> anyhow::Result<Pool> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-        let ledger = crate::ledger::open(&config.database, LedgerOptions::default())
+        let options = LedgerOptions {
+            share_retention: config.share_retention,
+            ..LedgerOptions::default()
+        };
+        let ledger = crate::ledger::open(&config.database, options)
             .await
             .context("opening the share ledger")?;
         let cluster = match &config.database {
-            Database::Postgres { url } => Some(Arc::new(
-                Cluster::join(url, crate::cluster::settings::shared(&config))
+            Database::Postgres { url } => {
+                let cluster = Cluster::join(url, crate::cluster::settings::shared(&config))
                     .await
-                    .context("joining the cluster")?,
-            )),
+                    .context("joining the cluster")?;
+                ledger.set_node(cluster.id());
+                Some(Arc::new(cluster))
+            }
             Database::Sqlite { .. } => None,
         };
 

@@ -25,11 +25,12 @@ use bitcoin::{BlockHash, Network};
 use quarry_protocol::share::block_hash;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::accounting::{now_ms, Accounting};
 use crate::chain::Template;
+use crate::cluster::Cluster;
 use crate::jobs::JobBook;
 use crate::ledger::{FoundBlock, Ledger};
 use crate::validate::Solved;
@@ -153,6 +154,8 @@ pub struct BitcoindSource {
     accounting: Arc<Accounting>,
     /// The cluster node this pool is (`None` when it runs alone).
     node: Option<u8>,
+    /// Woken when any node of the cluster recorded a found block: check the tip at once.
+    block_found: Option<Arc<Notify>>,
     tip: Mutex<Tip>,
     /// Accepted blocks not yet `CONFIRMATIONS` deep: (height, hash).
     unconfirmed: Mutex<Vec<(u64, BlockHash)>>,
@@ -170,7 +173,7 @@ impl BitcoindSource {
         book: Arc<JobBook>,
         ledger: Arc<dyn Ledger>,
         accounting: Arc<Accounting>,
-        node: Option<u8>,
+        cluster: Option<&Cluster>,
     ) -> anyhow::Result<BitcoindSource> {
         let unconfirmed = ledger
             .blocks(1000)
@@ -194,7 +197,8 @@ impl BitcoindSource {
             book,
             ledger,
             accounting,
-            node,
+            node: cluster.map(Cluster::id),
+            block_found: cluster.map(Cluster::block_found),
             tip: Mutex::new(tip),
             unconfirmed: Mutex::new(unconfirmed),
         })
@@ -213,9 +217,14 @@ impl BitcoindSource {
         };
         let mut poll = every(self.settings.poll_interval);
         let mut refresh = every(self.settings.refresh_interval);
+        let found_elsewhere = async |notify: &Option<Arc<Notify>>| match notify {
+            Some(notify) => notify.notified().await,
+            None => std::future::pending().await,
+        };
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
+                () = found_elsewhere(&self.block_found) => self.check_tip().await,
                 _ = poll.tick() => self.check_tip().await,
                 _ = refresh.tick() => self.refresh().await,
             }

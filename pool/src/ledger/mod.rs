@@ -115,6 +115,11 @@ pub trait Ledger: Send + Sync + fmt::Debug {
     /// Where the ledger is, for logs: a file path, or a URL without its password.
     fn location(&self) -> &str;
 
+    /// Names the cluster node writing through this ledger, whose hashrate history is kept
+    /// apart from the other nodes' (and summed with theirs when read). A single-node
+    /// ledger has no other writers and ignores it.
+    fn set_node(&self, _node: u8) {}
+
     /// Stores an accepted share and adds it to its worker's totals, in one transaction.
     ///
     /// Resolves once that transaction has committed: only then may the share be

@@ -5,17 +5,19 @@ use tokio_postgres::{Client, Transaction};
 use crate::ledger::history::{cutoffs, Bucket, HistoryRow, Scope, HOUR_MS, MINUTE_MS};
 
 /// Minute rows are written whole: writing a minute again replaces it.
-const UPSERT: &str = "INSERT INTO hashrate_history (scope, name, width_ms, start_ms, difficulty, shares) \
-     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::float8[], $6::int8[]) \
-     ON CONFLICT (scope, name, width_ms, start_ms) \
+const UPSERT: &str = "INSERT INTO hashrate_history \
+     (scope, name, width_ms, start_ms, difficulty, shares, node) \
+     SELECT *, $7::int4 FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], \
+     $5::float8[], $6::int8[]) \
+     ON CONFLICT (scope, name, width_ms, start_ms, node) \
      DO UPDATE SET difficulty = excluded.difficulty, shares = excluded.shares";
 /// Adds old minutes into their hours (adding, so an hour rolled up in parts is whole).
-const ROLL_UP: &str =
-    "INSERT INTO hashrate_history (scope, name, width_ms, start_ms, difficulty, shares) \
-     SELECT scope, name, $2::int8, (start_ms / $2::int8) * $2::int8, sum(difficulty), sum(shares) \
-     FROM hashrate_history WHERE width_ms = $3 AND start_ms < $1 \
-     GROUP BY scope, name, (start_ms / $2::int8) \
-     ON CONFLICT (scope, name, width_ms, start_ms) DO UPDATE SET \
+const ROLL_UP: &str = "INSERT INTO hashrate_history \
+     (scope, name, width_ms, start_ms, difficulty, shares, node) \
+     SELECT scope, name, $2::int8, (start_ms / $2::int8) * $2::int8, sum(difficulty), \
+     sum(shares), node FROM hashrate_history WHERE width_ms = $3 AND start_ms < $1 \
+     GROUP BY scope, name, (start_ms / $2::int8), node \
+     ON CONFLICT (scope, name, width_ms, start_ms, node) DO UPDATE SET \
      difficulty = hashrate_history.difficulty + excluded.difficulty, \
      shares = hashrate_history.shares + excluded.shares";
 const DELETE_BEFORE: &str = "DELETE FROM hashrate_history WHERE width_ms = $2 AND start_ms < $1";
@@ -24,11 +26,12 @@ const QUERY: &str = "SELECT (start_ms / $4::int8) * $4::int8 AS t, sum(difficult
      WHERE scope = $1 AND name = $2 AND start_ms >= $3 AND start_ms < $5 \
      GROUP BY t ORDER BY t";
 
-/// Writes `rows`, then rolls up and prunes what `now_ms` makes old.
+/// Writes `node`'s `rows`, then rolls up and prunes what `now_ms` makes old.
 pub(super) async fn apply(
     tx: &Transaction<'_>,
     rows: &[HistoryRow],
     now_ms: i64,
+    node: i32,
 ) -> Result<(), tokio_postgres::Error> {
     if !rows.is_empty() {
         let scopes: Vec<&str> = rows.iter().map(|row| row.scope.as_str()).collect();
@@ -42,7 +45,15 @@ pub(super) async fn apply(
             .collect();
         tx.execute(
             UPSERT,
-            &[&scopes, &names, &widths, &starts, &difficulties, &shares],
+            &[
+                &scopes,
+                &names,
+                &widths,
+                &starts,
+                &difficulties,
+                &shares,
+                &node,
+            ],
         )
         .await?;
     }

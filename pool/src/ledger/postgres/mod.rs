@@ -8,9 +8,10 @@
 //! Every write connection runs with `synchronous_commit = on`, whatever the server's
 //! default, so a commit has reached the server's WAL on disk (and its synchronous standbys)
 //! before a share is acknowledged. TLS is used when the URL says `sslmode=require`; the
-//! server's certificate is verified against the platform's roots plus the PEM file named by
-//! `PGSSLROOTCERT` (libpq's variable). Without it the connection is plain, as for a
-//! database on the same host or a private network.
+//! server's certificate is verified (name and chain) against the PEM file named by the
+//! URL's `sslrootcert` or else by `PGSSLROOTCERT` (libpq's names), or the platform's roots
+//! when neither is given. Without `sslmode=require` the connection is plain, as for a database on the same
+//! host or a private network.
 
 mod history;
 mod schema;
@@ -19,6 +20,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +45,8 @@ const READ_CONNECTIONS: usize = 4;
 /// The PostgreSQL ledger.
 pub struct PostgresLedger {
     queue: Queue,
+    /// The cluster node writing (0 until [`Ledger::set_node`]), for its history rows.
+    node: Arc<AtomicI32>,
     reads: deadpool_postgres::Pool,
     /// Taken (and awaited) by the first [`Ledger::close`].
     writer: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -73,6 +77,7 @@ impl Target {
             operation: "parse the URL",
             source,
         };
+        let (url, root_file) = take_param(url, "sslrootcert");
         let mut config: Config = url
             .parse()
             .map_err(|error: tokio_postgres::Error| open_error(error.into()))?;
@@ -80,7 +85,7 @@ impl Target {
             .connect_timeout(CONNECT_TIMEOUT)
             .application_name("quarry-pool");
         let tls = match config.get_ssl_mode() {
-            SslMode::Require => Some(tls_connector().map_err(open_error)?),
+            SslMode::Require => Some(tls_connector(root_file).map_err(open_error)?),
             _ => {
                 config.ssl_mode(SslMode::Disable);
                 None
@@ -165,22 +170,51 @@ async fn drive<S, T>(
     }
 }
 
-/// Rustls with the platform's roots and `PGSSLROOTCERT`'s certificates.
-fn tls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect, BoxError> {
+/// `url` without its query parameter `key` (which tokio-postgres would refuse), and the
+/// parameter's value.
+fn take_param(url: &str, key: &str) -> (String, Option<std::path::PathBuf>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), None);
+    };
+    let mut value = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.split_once('=') {
+            Some((name, found)) if name == key => {
+                value = Some(std::path::PathBuf::from(found));
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    (url, value)
+}
+
+/// Rustls trusting the certificates of `root_file` (or else of the file `PGSSLROOTCERT`
+/// names) and nothing else, as libpq does; without either, the platform's roots.
+fn tls_connector(
+    root_file: Option<std::path::PathBuf>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, BoxError> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(path) = std::env::var_os("PGSSLROOTCERT") {
-        let pem = std::fs::read(&path).map_err(|error| {
-            format!("reading PGSSLROOTCERT {}: {error}", path.to_string_lossy())
-        })?;
+    let root_file = root_file.or_else(|| std::env::var_os("PGSSLROOTCERT").map(Into::into));
+    if let Some(path) = root_file {
+        let pem = std::fs::read(&path)
+            .map_err(|error| format!("reading root certificates {}: {error}", path.display()))?;
         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
             roots.add(cert?)?;
         }
+    } else {
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
     }
     if roots.is_empty() {
-        return Err("sslmode=require but no trusted root certificates (set PGSSLROOTCERT)".into());
+        return Err("sslmode=require but no trusted root certificates (set sslrootcert)".into());
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -263,12 +297,20 @@ impl PostgresLedger {
             })?;
 
         let (queue, rx) = Queue::new(target.location.clone(), options.queue_capacity);
-        let writer =
-            writer::Writer::new(client, target.clone(), rx, queue.shared.clone(), &options);
+        let node = Arc::new(AtomicI32::new(0));
+        let writer = writer::Writer::new(
+            client,
+            target.clone(),
+            rx,
+            queue.shared.clone(),
+            node.clone(),
+            &options,
+        );
         let handle = tokio::spawn(writer.run());
         tracing::info!(ledger = %target.location, "opened ledger");
         Ok(PostgresLedger {
             queue,
+            node,
             reads,
             writer: tokio::sync::Mutex::new(Some(handle)),
         })
@@ -300,6 +342,10 @@ impl PostgresLedger {
 impl Ledger for PostgresLedger {
     fn location(&self) -> &str {
         self.queue.location()
+    }
+
+    fn set_node(&self, node: u8) {
+        self.node.store(i32::from(node), Ordering::Relaxed);
     }
 
     async fn record_share(&self, share: AcceptedShare) -> Result<(), LedgerError> {

@@ -12,7 +12,7 @@ use tokio_postgres::Client;
 use crate::ledger::LedgerError;
 
 /// The migrations in order; entry `i` takes the schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The advisory lock key migrations hold (`quarry` in ASCII).
 const MIGRATION_LOCK: i64 = 0x7175_6172_7279;
@@ -109,6 +109,13 @@ CREATE TABLE bans (
 );
 
 ALTER TABLE blocks ADD COLUMN node INTEGER;
+";
+
+/// Version 3: each node writes its own minutes of hashrate history (reads sum them).
+const V3: &str = "
+ALTER TABLE hashrate_history ADD COLUMN node INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE hashrate_history DROP CONSTRAINT hashrate_history_pkey;
+ALTER TABLE hashrate_history ADD PRIMARY KEY (scope, name, width_ms, start_ms, node);
 ";
 
 /// Brings the database up to the newest schema version.

@@ -166,3 +166,117 @@ async fn an_unreachable_server_is_a_clear_error() {
     assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
     assert!(!text.contains("s3cret"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_keep_their_own_history_minutes_and_reads_sum_them() {
+    use crate::ledger::history::{HistoryRow, Scope, MINUTE_MS};
+    let Some(fixture) = Postgres::create().await else {
+        return;
+    };
+    let minute = 1_700_000_040_000_i64.div_euclid(MINUTE_MS) * MINUTE_MS;
+    let row = |difficulty: f64, shares: u64| HistoryRow {
+        scope: Scope::Pool,
+        name: String::new(),
+        start_ms: minute,
+        difficulty,
+        shares,
+    };
+    let (first, second) = (fixture.open(keep()).await, fixture.open(keep()).await);
+    first.set_node(0);
+    second.set_node(1);
+    first
+        .record_history(vec![row(2.0, 2)], minute)
+        .await
+        .unwrap();
+    second
+        .record_history(vec![row(5.0, 3)], minute)
+        .await
+        .unwrap();
+    // Writing a node's minute again replaces only that node's row.
+    first
+        .record_history(vec![row(4.0, 4)], minute)
+        .await
+        .unwrap();
+    let read = second
+        .history(Scope::Pool, "", minute, minute + MINUTE_MS, MINUTE_MS)
+        .await
+        .unwrap();
+    assert_eq!(read, vec![(minute, 9.0, 7)]);
+    first.close().await.unwrap();
+    second.close().await.unwrap();
+}
+
+fn keep() -> LedgerOptions {
+    LedgerOptions {
+        share_retention: std::time::Duration::MAX,
+        ..LedgerOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_asking_for_tls_gets_it_and_a_wrong_root_is_refused() {
+    // A certificate the server presents for `localhost` (CI configures its server so).
+    let Ok(ca) = std::env::var("QUARRY_TEST_POSTGRES_CA") else {
+        assert!(
+            std::env::var_os("QUARRY_REQUIRE_POSTGRES").is_none(),
+            "QUARRY_REQUIRE_POSTGRES is set but QUARRY_TEST_POSTGRES_CA is not"
+        );
+        eprintln!("skipped: QUARRY_TEST_POSTGRES_CA names no certificate of the server");
+        return;
+    };
+    let Some(fixture) = Postgres::create().await else {
+        return;
+    };
+    let Database::Postgres { url } = fixture.database() else {
+        unreachable!()
+    };
+    let host = url
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split(['/', '?']).next());
+    let host = host.expect("a host in QUARRY_TEST_POSTGRES");
+    let port = host.rsplit_once(':').map_or("5432", |(_, port)| port);
+    let tls_url = url.replacen(host, &format!("localhost:{port}"), 1);
+    let ledger = PostgresLedger::open(
+        &format!("{tls_url}&sslmode=require&sslrootcert={ca}"),
+        LedgerOptions::default(),
+    )
+    .await
+    .unwrap();
+    ledger
+        .record_share(crate::ledger::AcceptedShare {
+            worker: "tls.rig".into(),
+            difficulty: 1.0,
+            hash_difficulty: 1.0,
+            time_ms: 1,
+        })
+        .await
+        .unwrap();
+    let encrypted: i64 = fixture
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+             WHERE ssl AND datname = current_database() AND application_name = 'quarry-pool'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(encrypted >= 1, "the ledger's connections use TLS");
+    ledger.close().await.unwrap();
+
+    // A root that did not sign the server's certificate: refused, nothing sent.
+    let dir = tempfile::tempdir().unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let wrong = dir.path().join("wrong.pem");
+    std::fs::write(&wrong, other.cert.pem()).unwrap();
+    let error = PostgresLedger::open(
+        &format!("{tls_url}&sslmode=require&sslrootcert={}", wrong.display()),
+        LedgerOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    let chain = crate::ledger::error_chain(&error);
+    assert!(chain.contains("certificate"), "{chain}");
+}

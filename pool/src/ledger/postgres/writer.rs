@@ -11,6 +11,7 @@
 //! way: its connection is dropped, so the server rolls it back.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicI32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -104,6 +105,8 @@ pub(super) struct Writer {
     worker_ids: HashMap<Arc<str>, i64>,
     /// The connection `open` made and migrated with, used for the first batch.
     first: Option<Client>,
+    /// The cluster node whose history rows this writer writes.
+    node: Arc<AtomicI32>,
     incoming: Vec<Command>,
     batch: Batch,
 }
@@ -114,11 +117,13 @@ impl Writer {
         target: Target,
         rx: mpsc::Receiver<Command>,
         shared: Arc<Shared>,
+        node: Arc<AtomicI32>,
         options: &LedgerOptions,
     ) -> Writer {
         Writer {
             client: None,
             first: Some(client),
+            node,
             target,
             rx,
             shared,
@@ -237,7 +242,8 @@ impl Writer {
                 }
                 Op::ChainBlock(height, raw) => append_chain(&tx, *height, raw).await?,
                 Op::History(rows, now_ms) => {
-                    history::apply(&tx, rows, *now_ms).await?;
+                    let node = self.node.load(std::sync::atomic::Ordering::Relaxed);
+                    history::apply(&tx, rows, *now_ms, node).await?;
                     None
                 }
             };
