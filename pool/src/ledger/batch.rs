@@ -44,7 +44,7 @@ pub(super) enum Op {
 }
 
 /// The async front end both backends hand out: queues commands and waits for their commit.
-pub(super) struct Queue {
+pub struct Queue {
     location: String,
     commands: mpsc::Sender<Command>,
     /// Set by [`Queue::close`]; later writes are refused instead of queued.

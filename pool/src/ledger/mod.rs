@@ -35,6 +35,8 @@ use std::time::Duration;
 use bitcoin::BlockHash;
 
 use crate::metrics::histogram::AtomicHistogram;
+use batch::Op;
+pub use batch::Queue;
 use history::{Bucket, HistoryRow, Scope};
 
 /// An error of a backend's driver.
@@ -110,10 +112,19 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The ledger's interface; see the module docs for the durability every backend keeps.
+///
+/// Writes are the same for every backend: each queues its commands for its own writer,
+/// which commits them; a backend provides the queue, its reads and its close.
 #[async_trait::async_trait]
 pub trait Ledger: Send + Sync + fmt::Debug {
+    /// The queue of this ledger's writer.
+    #[doc(hidden)]
+    fn queue(&self) -> &Queue;
+
     /// Where the ledger is, for logs: a file path, or a URL without its password.
-    fn location(&self) -> &str;
+    fn location(&self) -> &str {
+        self.queue().location()
+    }
 
     /// Names the cluster node writing through this ledger, whose hashrate history is kept
     /// apart from the other nodes' (and summed with theirs when read). A single-node
@@ -131,19 +142,25 @@ pub trait Ledger: Send + Sync + fmt::Debug {
     /// [`LedgerError::InvalidShare`] for a NaN, infinite or negative difficulty or a worker
     /// name with a NUL character (nothing is queued), [`LedgerError::Closed`] after
     /// [`Ledger::close`], [`LedgerError::Commit`] if the batch's transaction failed.
-    async fn record_share(&self, share: AcceptedShare) -> Result<(), LedgerError>;
+    async fn record_share(&self, share: AcceptedShare) -> Result<(), LedgerError> {
+        self.queue().record_share(share).await
+    }
 
     /// Counts a reject in the worker's totals with the next batch; never waits.
     ///
     /// Rejects counted after [`Ledger::close`] are dropped.
-    fn record_reject(&self, worker: &str, kind: RejectKind, time_ms: i64);
+    fn record_reject(&self, worker: &str, kind: RejectKind, time_ms: i64) {
+        self.queue().record_reject(worker, kind, time_ms);
+    }
 
     /// Stores a found block (replacing a block recorded with the same hash).
     ///
     /// # Errors
     ///
     /// [`LedgerError::HeightOutOfRange`], [`LedgerError::Closed`], [`LedgerError::Commit`].
-    async fn record_block(&self, block: FoundBlock) -> Result<(), LedgerError>;
+    async fn record_block(&self, block: FoundBlock) -> Result<(), LedgerError> {
+        self.queue().write(Op::Block(block)).await
+    }
 
     /// Updates a stored block's status (e.g. later `"orphaned"`).
     ///
@@ -151,7 +168,11 @@ pub trait Ledger: Send + Sync + fmt::Debug {
     ///
     /// [`LedgerError::UnknownBlock`] if no block has this hash, [`LedgerError::Closed`],
     /// [`LedgerError::Commit`].
-    async fn set_block_status(&self, hash: BlockHash, status: &str) -> Result<(), LedgerError>;
+    async fn set_block_status(&self, hash: BlockHash, status: &str) -> Result<(), LedgerError> {
+        self.queue()
+            .write(Op::BlockStatus(hash, status.to_owned()))
+            .await
+    }
 
     /// Appends a block of the pool's own embedded chain (genesis is height 0).
     ///
@@ -163,7 +184,9 @@ pub trait Ledger: Send + Sync + fmt::Debug {
     /// [`LedgerError::ChainGap`] if `height` is past the next height,
     /// [`LedgerError::ChainConflict`] if other bytes are stored at `height`,
     /// [`LedgerError::Closed`], [`LedgerError::Commit`].
-    async fn append_chain_block(&self, height: u64, raw: Vec<u8>) -> Result<(), LedgerError>;
+    async fn append_chain_block(&self, height: u64, raw: Vec<u8>) -> Result<(), LedgerError> {
+        self.queue().write(Op::ChainBlock(height, raw)).await
+    }
 
     /// Stores minutes of hashrate history (replacing the same minutes), rolls up and prunes
     /// old buckets as of `now_ms`. Resolves once committed.
@@ -171,7 +194,9 @@ pub trait Ledger: Send + Sync + fmt::Debug {
     /// # Errors
     ///
     /// [`LedgerError::Closed`], [`LedgerError::Commit`].
-    async fn record_history(&self, rows: Vec<HistoryRow>, now_ms: i64) -> Result<(), LedgerError>;
+    async fn record_history(&self, rows: Vec<HistoryRow>, now_ms: i64) -> Result<(), LedgerError> {
+        self.queue().write(Op::History(rows, now_ms)).await
+    }
 
     /// The raw bytes of the stored chain blocks from `from_height` on, in height order (for
     /// restart, and for following another node's blocks).
@@ -235,13 +260,19 @@ pub trait Ledger: Send + Sync + fmt::Debug {
     async fn close(&self) -> Result<(), LedgerError>;
 
     /// The writer's counters.
-    fn stats(&self) -> LedgerStats;
+    fn stats(&self) -> LedgerStats {
+        self.queue().stats()
+    }
 
     /// Time to apply and commit each batch.
-    fn commit_latency(&self) -> &AtomicHistogram;
+    fn commit_latency(&self) -> &AtomicHistogram {
+        &self.queue().shared.counters.commit_latency
+    }
 
     /// Commands in each batch.
-    fn batch_sizes(&self) -> &AtomicHistogram;
+    fn batch_sizes(&self) -> &AtomicHistogram {
+        &self.queue().shared.counters.batch_sizes
+    }
 }
 
 /// Errors of the ledger.

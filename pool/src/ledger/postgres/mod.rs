@@ -29,13 +29,9 @@ use bitcoin::BlockHash;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, Config, NoTls};
 
-use super::batch::{Op, Queue};
-use super::history::{Bucket, HistoryRow, Scope};
-use super::{
-    AcceptedShare, FoundBlock, Ledger, LedgerError, LedgerOptions, LedgerStats, RejectKind,
-    WorkerTotals,
-};
-use crate::metrics::histogram::AtomicHistogram;
+use super::batch::Queue;
+use super::history::{Bucket, Scope};
+use super::{FoundBlock, Ledger, LedgerError, LedgerOptions, WorkerTotals};
 
 /// How long connecting to the server may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -340,38 +336,12 @@ impl PostgresLedger {
 
 #[async_trait::async_trait]
 impl Ledger for PostgresLedger {
-    fn location(&self) -> &str {
-        self.queue.location()
+    fn queue(&self) -> &Queue {
+        &self.queue
     }
 
     fn set_node(&self, node: u8) {
         self.node.store(i32::from(node), Ordering::Relaxed);
-    }
-
-    async fn record_share(&self, share: AcceptedShare) -> Result<(), LedgerError> {
-        self.queue.record_share(share).await
-    }
-
-    fn record_reject(&self, worker: &str, kind: RejectKind, time_ms: i64) {
-        self.queue.record_reject(worker, kind, time_ms);
-    }
-
-    async fn record_block(&self, block: FoundBlock) -> Result<(), LedgerError> {
-        self.queue.write(Op::Block(block)).await
-    }
-
-    async fn set_block_status(&self, hash: BlockHash, status: &str) -> Result<(), LedgerError> {
-        self.queue
-            .write(Op::BlockStatus(hash, status.to_owned()))
-            .await
-    }
-
-    async fn append_chain_block(&self, height: u64, raw: Vec<u8>) -> Result<(), LedgerError> {
-        self.queue.write(Op::ChainBlock(height, raw)).await
-    }
-
-    async fn record_history(&self, rows: Vec<HistoryRow>, now_ms: i64) -> Result<(), LedgerError> {
-        self.queue.write(Op::History(rows, now_ms)).await
     }
 
     async fn chain_blocks(&self, from_height: u64) -> Result<Vec<Vec<u8>>, LedgerError> {
@@ -518,18 +488,6 @@ impl Ledger for PostgresLedger {
         }
         tracing::info!(ledger = %self.queue.location(), "closed ledger");
         result
-    }
-
-    fn stats(&self) -> LedgerStats {
-        self.queue.stats()
-    }
-
-    fn commit_latency(&self) -> &AtomicHistogram {
-        &self.queue.shared.counters.commit_latency
-    }
-
-    fn batch_sizes(&self) -> &AtomicHistogram {
-        &self.queue.shared.counters.batch_sizes
     }
 }
 

@@ -26,13 +26,9 @@ use bitcoin::hashes::Hash;
 use bitcoin::BlockHash;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use super::batch::{Op, Queue};
-use super::history::{Bucket, HistoryRow, Scope};
-use super::{
-    AcceptedShare, FoundBlock, Ledger, LedgerError, LedgerOptions, LedgerStats, RejectKind,
-    WorkerTotals,
-};
-use crate::metrics::histogram::AtomicHistogram;
+use super::batch::Queue;
+use super::history::{Bucket, Scope};
+use super::{FoundBlock, Ledger, LedgerError, LedgerOptions, WorkerTotals};
 use writer::Writer;
 
 /// The database file's name inside the data directory.
@@ -149,34 +145,8 @@ impl SqliteLedger {
 
 #[async_trait::async_trait]
 impl Ledger for SqliteLedger {
-    fn location(&self) -> &str {
-        self.queue.location()
-    }
-
-    async fn record_share(&self, share: AcceptedShare) -> Result<(), LedgerError> {
-        self.queue.record_share(share).await
-    }
-
-    fn record_reject(&self, worker: &str, kind: RejectKind, time_ms: i64) {
-        self.queue.record_reject(worker, kind, time_ms);
-    }
-
-    async fn record_block(&self, block: FoundBlock) -> Result<(), LedgerError> {
-        self.queue.write(Op::Block(block)).await
-    }
-
-    async fn set_block_status(&self, hash: BlockHash, status: &str) -> Result<(), LedgerError> {
-        self.queue
-            .write(Op::BlockStatus(hash, status.to_owned()))
-            .await
-    }
-
-    async fn append_chain_block(&self, height: u64, raw: Vec<u8>) -> Result<(), LedgerError> {
-        self.queue.write(Op::ChainBlock(height, raw)).await
-    }
-
-    async fn record_history(&self, rows: Vec<HistoryRow>, now_ms: i64) -> Result<(), LedgerError> {
-        self.queue.write(Op::History(rows, now_ms)).await
+    fn queue(&self) -> &Queue {
+        &self.queue
     }
 
     async fn chain_blocks(&self, from_height: u64) -> Result<Vec<Vec<u8>>, LedgerError> {
@@ -306,18 +276,6 @@ impl Ledger for SqliteLedger {
         }
         tracing::info!(path = %self.path.display(), "closed ledger");
         result
-    }
-
-    fn stats(&self) -> LedgerStats {
-        self.queue.stats()
-    }
-
-    fn commit_latency(&self) -> &AtomicHistogram {
-        &self.queue.shared.counters.commit_latency
-    }
-
-    fn batch_sizes(&self) -> &AtomicHistogram {
-        &self.queue.shared.counters.batch_sizes
     }
 }
 
