@@ -153,6 +153,11 @@ impl PoolProcess {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
+    /// Waits up to `timeout` for the pool to exit on its own; its exit status if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        crate::miner::poll(timeout, || self.child.try_wait().ok().flatten())
+    }
+
     /// `kill -9`: no chance to flush anything.
     pub fn kill9(mut self) {
         let _ = self.child.kill();

@@ -1,16 +1,39 @@
-//! A pool node whose PostgreSQL becomes unreachable for 30 s (a proxy between them cuts
-//! every connection): it never acknowledges a share it has not committed, keeps sending
+//! A pool node whose PostgreSQL becomes unreachable (a proxy between them cuts every
+//! connection). For 30 s: it never acknowledges a share it has not committed, keeps sending
 //! jobs, and acknowledges again within seconds of the database's return, with every
-//! acknowledged share stored once. In its own test binary: nothing else runs meanwhile.
+//! acknowledged share stored once. For longer than its lease: it stops serving while the
+//! database still counts the lease as its own, so no other node can have taken its id.
+//! In its own test binary: nothing else runs meanwhile.
 
 use std::time::{Duration, Instant};
 
+use quarry_tests::miner::poll;
 use quarry_tests::postgres::TestDatabase;
 use quarry_tests::proxy::Proxy;
 use quarry_tests::{Client, PoolProcess};
 use serde_json::{json, Value};
 
 const OUTAGE: Duration = Duration::from_secs(30);
+
+/// The node's arguments: easy shares, a job every second, no limits for the test client.
+fn args(url: &str) -> Vec<&str> {
+    vec![
+        "--database",
+        url,
+        "--start-difficulty",
+        "1e-7",
+        "--min-difficulty",
+        "1e-7",
+        "--chain-difficulty",
+        "1",
+        "--share-interval",
+        "0.001",
+        "--job-interval",
+        "1",
+        "--allow-cidr",
+        "127.0.0.1/32",
+    ]
+}
 
 /// Submits one valid share and waits for its reply; notifies meanwhile are counted.
 async fn submit(client: &mut Client, counter: u64, notifies: &mut u64) -> Value {
@@ -37,25 +60,7 @@ async fn an_unreachable_database_never_yields_an_unrecorded_ack() {
     let proxy = Proxy::start(db.server()).await;
     let url = db.url_via(proxy.addr);
     let dir = tempfile::tempdir().unwrap();
-    let pool = PoolProcess::start(
-        dir.path(),
-        &[
-            "--database",
-            &url,
-            "--start-difficulty",
-            "1e-7",
-            "--min-difficulty",
-            "1e-7",
-            "--chain-difficulty",
-            "1",
-            "--share-interval",
-            "0.001",
-            "--job-interval",
-            "1",
-            "--allow-cidr",
-            "127.0.0.1/32",
-        ],
-    );
+    let pool = PoolProcess::start(dir.path(), &args(&url));
     let mut client = Client::tcp(pool.tcp).await;
     client.handshake("gail.rig").await;
     let (mut sent, mut acked, mut notifies) = (0u64, 0u64, 0u64);
@@ -129,4 +134,38 @@ async fn an_unreachable_database_never_yields_an_unrecorded_ack() {
     assert!(rows <= sent);
     // The node kept its id through the outage.
     assert_eq!(pool.api_get("/api/nodes")["nodes"][0]["status"], "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_past_its_lease_stops_serving_before_its_id_is_free() {
+    let Some(db) = TestDatabase::create("cluster_partition") else {
+        return;
+    };
+    let proxy = Proxy::start(db.server()).await;
+    let url = db.url_via(proxy.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let mut pool = PoolProcess::start(dir.path(), &args(&url));
+    let mut client = Client::tcp(pool.tcp).await;
+    client.handshake("hank.rig").await;
+    let joined = poll(Duration::from_secs(30), || {
+        (pool.api_get("/api/nodes")["nodes"][0]["status"] == "ok").then_some(())
+    });
+    assert!(joined.is_some(), "{}", pool.api_get("/api/nodes"));
+
+    proxy.cut();
+    // The lease lasts 60 s from the last renewal; the node gives up 5 s before that.
+    let status = pool.wait_exit(Duration::from_secs(90));
+    let remaining_ms: f64 = db
+        .query("SELECT extract(epoch FROM lease_until - now()) * 1000 FROM nodes WHERE id = 0")[0]
+        .parse()
+        .unwrap();
+    let status = status.expect("the cut-off node stopped serving");
+    assert!(!status.success(), "it exits with an error: {status}");
+    assert!(
+        remaining_ms > 0.0,
+        "the database still held the lease for the node when it stopped ({remaining_ms} ms left)"
+    );
+    // Its miners were disconnected rather than left mining on a stopped node.
+    while client.recv_or_closed().await.is_some() {}
+    eprintln!("cut-off node stopped with {remaining_ms:.0} ms of its lease left");
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use quarry_protocol::Extranonce;
 use quarry_tests::grind::grind;
-use quarry_tests::miner::{accepted_above, poll};
+use quarry_tests::miner::{accepted_above, poll, worker};
 use quarry_tests::postgres::TestDatabase;
 use quarry_tests::{Client, MinerProcess, PoolProcess};
 use serde_json::{json, Value};
@@ -185,7 +185,7 @@ async fn three_nodes_one_ledger_and_a_kill_9_loses_nothing() {
     // The surviving nodes show the cluster's totals.
     for pool in [&b, &c] {
         let shown = poll(Duration::from_secs(10), || {
-            let accepted = pool.api_get("/api/workers/dave.x")["accepted"].as_u64()?;
+            let accepted = worker(pool, "dave.x")?["accepted"].as_u64()?;
             (accepted == total).then_some(accepted)
         });
         assert_eq!(shown, Some(total), "node shows the ledger's total");

@@ -115,7 +115,8 @@ const CLAIM: &str =
 const RENEW: &str = "UPDATE nodes SET lease_until = now() + make_interval(secs => $3), \
      heartbeat_at = now(), address = $4, job_height = $5, job_id = $6, sessions = $7, \
      hashrate = $8 WHERE id = $1 AND holder = $2";
-const RELEASE: &str = "UPDATE nodes SET lease_until = now() WHERE id = $1 AND holder = $2";
+/// A node that leaves cleanly leaves no row: its id is free, and it is not dead.
+const RELEASE: &str = "DELETE FROM nodes WHERE id = $1 AND holder = $2";
 const NODES: &str = "SELECT id, address, version, job_height, job_id, sessions, hashrate, \
      (extract(epoch FROM now() - heartbeat_at) * 1000)::int8, \
      to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
@@ -364,7 +365,8 @@ impl Cluster {
         Ok(true)
     }
 
-    /// Gives up the id at a clean shutdown, so a restarted node can take it at once.
+    /// Gives up the id at a clean shutdown, so a restarted node can take it at once and
+    /// no one counts this node as dead.
     async fn leave(&self, client: Option<Client>) {
         let client = match client {
             Some(client) => client,
