@@ -289,6 +289,7 @@ async fn blocks_found_on_any_node_move_every_node_to_the_new_tip() {
         let tip_before = follower.job.as_ref().unwrap().prevhash.to_string();
         let reply = finder.submit_valid(worker, round).await;
         assert_eq!(reply["result"], json!(true), "{reply}");
+        let found = Instant::now();
         let clean = tokio::time::timeout(Duration::from_secs(5), async {
             loop {
                 let notify = follower.next_notification("mining.notify").await;
@@ -299,6 +300,11 @@ async fn blocks_found_on_any_node_move_every_node_to_the_new_tip() {
         })
         .await
         .expect("the other node sends a clean job within a few seconds");
+        eprintln!(
+            "block {} found on one node: clean job on the other after {:?}",
+            round + 1,
+            found.elapsed()
+        );
         assert_ne!(
             clean["params"][1].as_str(),
             Some(tip_before.as_str()),
