@@ -8,6 +8,7 @@
 //! - [`config`]: options from flags, `QUARRY_POOL_*` env and the TOML file.
 //! - [`server`]: starting and stopping the pool; [`run`]: the `run` command.
 //! - [`listener`]: plain and TLS accept loops; [`tls`]: certificates and reload.
+//! - [`context`]: what the running pool shares (job book, accounting, ledger, limits).
 //! - [`session`]: one Stratum connection.
 //! - [`extranonce`]: extranonce1 leases.
 //! - [`validate`]: share validation.
@@ -18,14 +19,15 @@
 //! - [`chain`]: the embedded chain.
 //! - [`bitcoind`]: Bitcoin Core as the job source.
 //! - [`coinbase`]: coinbase transactions with an extranonce slot, block assembly.
-//! - [`accounting`]: per-worker and pool numbers in memory.
+//! - [`accounting`]: per-worker and pool numbers in memory; [`atomic`]: lock-free cells.
 //! - [`metrics`]: Prometheus metrics; process numbers from `/proc/self`.
 //! - [`ledger`]: the share ledger behind one interface, on SQLite or PostgreSQL, with
 //!   group commit.
+//! - [`cluster`]: nodes of one pool on PostgreSQL: leases, heartbeats, status, bans.
 //! - [`history`]: hashrate history per minute, written to the ledger.
 //! - [`watch`]: offline and hashrate-drop detection, the webhook.
 //! - [`dashboard`]: the operator's web page at `/`, embedded.
-//! - [`api`]: the HTTP API; [`cli`]: the `workers` and `blocks` commands.
+//! - [`api`]: the HTTP API; [`cli`]: the `workers`, `blocks` and `nodes` commands.
 
 pub mod accounting;
 pub mod api;
