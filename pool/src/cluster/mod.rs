@@ -56,8 +56,6 @@ pub struct Cluster {
     /// Who holds the lease: unique to this process.
     holder: String,
     target: Target,
-    /// The connection the lease was taken on, for the first heartbeats.
-    first_client: std::sync::Mutex<Option<Client>>,
     /// The last successful renewal's deadline, set by [`Cluster::join`].
     joined_until: Instant,
     nodes: ArcSwap<Vec<NodeStatus>>,
@@ -198,7 +196,6 @@ impl Cluster {
             id,
             holder,
             target,
-            first_client: std::sync::Mutex::new(Some(client)),
             joined_until: started + LEASE - LEASE_MARGIN,
             nodes: ArcSwap::from_pointee(Vec::new()),
             lost: CancellationToken::new(),
@@ -243,11 +240,8 @@ impl Cluster {
         shutdown: CancellationToken,
     ) {
         tokio::spawn(self.clone().listen(shutdown.clone()));
-        let mut client = self
-            .first_client
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        // The first heartbeat connects; a broken connection is dropped and made again.
+        let mut client: Option<Client> = None;
         let mut valid_until = self.joined_until;
         let mut tick = tokio::time::interval(HEARTBEAT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
