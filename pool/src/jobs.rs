@@ -83,10 +83,11 @@ pub struct JobRef {
 /// A job as fanned out: the job and its notify line, serialized once.
 pub struct Announcement {
     pub job: Arc<Job>,
-    pub clean: bool,
-    /// `mining.notify` with the announced `clean_jobs` flag.
+    /// `mining.notify` with `clean_jobs = false`, for a session whose last job has
+    /// the same tip.
     pub line: Arc<WireLine>,
-    /// The same notify with `clean_jobs = true`, for a session's first job.
+    /// The same notify with `clean_jobs = true`, for a session on another tip (or
+    /// none yet).
     pub clean_line: Arc<WireLine>,
     /// When it was published, for fan-out latency.
     pub published: Instant,
@@ -109,7 +110,7 @@ impl JobBook {
             .map_or(1, |d| d.as_secs() << 8);
         let height = template.height;
         let job = Arc::new(make_job(first_id, Arc::new(template), true));
-        let (announce, _) = watch::channel(announcement(job.clone(), true));
+        let (announce, _) = watch::channel(announcement(job.clone()));
         JobBook {
             jobs: RwLock::new(HashMap::from([(first_id, job)])),
             height: AtomicU64::new(height),
@@ -142,8 +143,7 @@ impl JobBook {
             jobs.insert(id, job.clone());
             self.height.store(job.height(), Ordering::Release);
         }
-        self.announce
-            .send_replace(announcement(job.clone(), new_height));
+        self.announce.send_replace(announcement(job.clone()));
         job
     }
 
@@ -252,7 +252,7 @@ fn notify_line(notify: Notify) -> WireLine {
     ServerMessage::Notify(notify).to_line(&Id::Null)
 }
 
-fn announcement(job: Arc<Job>, clean: bool) -> Arc<Announcement> {
+fn announcement(job: Arc<Job>) -> Arc<Announcement> {
     let line = |clean_jobs: bool| -> Arc<WireLine> {
         Arc::new(notify_line(Notify {
             clean_jobs,
@@ -260,9 +260,8 @@ fn announcement(job: Arc<Job>, clean: bool) -> Arc<Announcement> {
         }))
     };
     Arc::new(Announcement {
-        line: line(clean),
+        line: line(false),
         clean_line: line(true),
-        clean,
         job,
         published: Instant::now(),
     })

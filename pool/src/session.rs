@@ -252,8 +252,9 @@ where
                     break Ok(());
                 }
                 let announcement = jobs.borrow_and_update().clone();
-                session.on_job(&announcement);
-                new_block = announcement.clean.then_some(announcement);
+                if session.on_job(&announcement) {
+                    new_block = Some(announcement);
+                }
             }
             line = framed.next(), if session.acks.len() < MAX_IN_FLIGHT => match line {
                 None => break Ok(()),
@@ -552,13 +553,22 @@ impl Session {
         }
     }
 
-    fn on_job(&mut self, announcement: &Arc<Announcement>) {
+    /// Sends `announcement`'s job; true when it went out as a clean job on a new tip.
+    /// The session sees only the latest of jobs published in quick succession, so a
+    /// job is clean for this miner when its tip differs from the last job it was sent,
+    /// whatever the announcement says: a block followed at once by a refresh still
+    /// reaches the miner as a clean job.
+    fn on_job(&mut self, announcement: &Arc<Announcement>) -> bool {
         let Some(lease) = &self.lease else {
-            return;
+            return false;
         };
         if self.workers.is_empty() {
-            return;
+            return false;
         }
+        let new_tip = self.last_job.as_ref().is_none_or(|last| {
+            let (last, next) = (&last.job.template, &announcement.job.template);
+            last.height != next.height || last.prev_hash != next.prev_hash
+        });
         let resuming = self.last_job.is_none() && lease.resumed();
         self.vardiff.on_tick(Instant::now());
         // set_difficulty precedes the first notify, and any notify after a change.
@@ -571,14 +581,15 @@ impl Session {
             self.send_variant(announcement, true);
         } else {
             self.remember(announcement.job.id);
-            let line = if self.last_job.is_some() {
-                &announcement.line
-            } else {
+            let line = if new_tip {
                 &announcement.clean_line
+            } else {
+                &announcement.line
             };
             self.out.push(Line::Shared(line.clone()));
         }
         self.last_job = Some(announcement.clone());
+        new_tip
     }
 
     /// Hands the miner `announcement`'s job as a variant never handed to its

@@ -302,7 +302,16 @@ impl BitcoindSource {
             tracing::error!(prev = %template.previousblockhash, "template with a bad previousblockhash");
             return;
         };
+        let job = match template.to_template(&self.coinbase) {
+            Ok(job) => job,
+            Err(err) => {
+                tracing::error!(height = template.height, err = %err, "unusable template");
+                return;
+            }
+        };
         let new_tip = {
+            // Held while publishing, so that the long poll and a refresh racing with
+            // it publish in the order they moved the tip.
             let mut tip = self.lock_tip();
             if template.height < tip.height {
                 return;
@@ -314,16 +323,9 @@ impl BitcoindSource {
                 tip.longpollid = template.longpollid.clone();
             }
             tip.retired = false;
+            self.publish(job, new_tip);
             new_tip
         };
-        let job = match template.to_template(&self.coinbase) {
-            Ok(job) => job,
-            Err(err) => {
-                tracing::error!(height = template.height, err = %err, "unusable template");
-                return;
-            }
-        };
-        self.publish(job, new_tip);
         if new_tip {
             self.check_orphans(template.height.saturating_sub(1)).await;
         }
