@@ -7,10 +7,12 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwapOption;
 use dashmap::DashMap;
 use quarry_protocol::target::hashrate;
 
 use crate::atomic::AtomicF64;
+use crate::ledger::history::{RecentWork, SpanWork, MINUTE_MS, SPANS_MS};
 use crate::ledger::{RejectKind, WorkerTotals};
 use crate::watch::detect::{Evidence, RateEvidence, RECENT_SECONDS};
 use crate::watch::Status;
@@ -188,7 +190,13 @@ impl WorkerStats {
         hashrate(sum, observed as f64 / 1000.0)
     }
 
-    fn view(&self, now_ms: i64) -> WorkerView {
+    /// The worker's numbers; its hashrates add `others`' (the other cluster nodes').
+    fn view(&self, now_ms: i64, others: Option<&RecentWork>) -> WorkerView {
+        let theirs = others.and_then(|o| Some((o.until_ms, o.workers.get(&*self.name)?)));
+        let rate = |span_ms: i64| {
+            self.hashrate(now_ms, span_ms)
+                + theirs.map_or(0.0, |(until, work)| others_rate(work, until, span_ms))
+        };
         let rejected: Vec<u64> = self
             .rejected
             .iter()
@@ -205,9 +213,9 @@ impl WorkerStats {
                 .iter()
                 .map(|k| (k.as_str(), rejected[*k as usize]))
                 .collect(),
-            hashrate_1m: self.hashrate(now_ms, 60_000),
-            hashrate_10m: self.hashrate(now_ms, 600_000),
-            hashrate_1h: self.hashrate(now_ms, 3_600_000),
+            hashrate_1m: rate(60_000),
+            hashrate_10m: rate(600_000),
+            hashrate_1h: rate(3_600_000),
             best_share_difficulty: self.best_share.load(),
             last_share: (last != i64::MIN).then(|| rfc3339(last)),
             sessions: self.sessions.load(Ordering::Relaxed),
@@ -287,6 +295,16 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// The hashrate of `work` over `span_ms` (one of [`SPANS_MS`], else nothing) before
+/// `until_ms`; averaged, like a young worker's, over the part since its first minute.
+fn others_rate(work: &SpanWork, until_ms: i64, span_ms: i64) -> f64 {
+    let Some(index) = SPANS_MS.iter().position(|span| *span == span_ms) else {
+        return 0.0;
+    };
+    let observed = (until_ms - work.first_ms).clamp(MINUTE_MS, span_ms);
+    hashrate(work.difficulty[index], observed as f64 / 1000.0)
+}
+
 /// Pool-wide totals.
 #[derive(Debug, Default)]
 pub struct PoolTotals {
@@ -328,6 +346,8 @@ pub struct Accounting {
     pub totals: PoolTotals,
     window: Mutex<Option<Window>>,
     started_ms: AtomicI64,
+    /// In a cluster, the other nodes' recent work (this node's is in the windows).
+    others: ArcSwapOption<RecentWork>,
 }
 
 impl Accounting {
@@ -384,6 +404,16 @@ impl Accounting {
         for (slot, value) in totals.rejected_by.iter().zip(rejected_by) {
             slot.store(value, Ordering::Relaxed);
         }
+    }
+
+    /// Takes the other cluster nodes' recent work, added to every hashrate shown.
+    pub fn adopt_others_work(&self, work: RecentWork) {
+        self.others.store(Some(Arc::new(work)));
+    }
+
+    /// The other cluster nodes' recent work, once known (never on a single node).
+    pub fn others_work(&self) -> Option<Arc<RecentWork>> {
+        self.others.load_full()
     }
 
     fn pool_window<R>(&self, f: impl FnOnce(&mut Window) -> R) -> R {
@@ -461,11 +491,12 @@ impl Accounting {
     /// Snapshots of all workers (optionally of one account), sorted by name.
     pub fn workers(&self, account: Option<&str>) -> Vec<WorkerView> {
         let now = now_ms();
+        let others = self.others_work();
         let mut views: Vec<WorkerView> = self
             .workers
             .iter()
             .filter(|e| account.is_none_or(|a| account_of(e.key()) == a))
-            .map(|e| e.value().view(now))
+            .map(|e| e.value().view(now, others.as_deref()))
             .collect();
         views.sort_by(|a, b| a.worker.cmp(&b.worker));
         views
@@ -478,12 +509,22 @@ impl Accounting {
 
     /// A snapshot of one worker.
     pub fn worker_view(&self, worker: &str) -> Option<WorkerView> {
-        self.workers.get(worker).map(|s| s.view(now_ms()))
+        let others = self.others_work();
+        self.workers
+            .get(worker)
+            .map(|s| s.view(now_ms(), others.as_deref()))
     }
 
     /// Pool hashrate over the last `span_ms` as of `now_ms`, or over the time
-    /// observed when that is shorter.
+    /// observed when that is shorter: this node's, plus the other cluster nodes'.
     pub fn pool_hashrate(&self, now_ms: i64, span_ms: i64) -> f64 {
+        let others = self.others_work();
+        self.node_hashrate(now_ms, span_ms)
+            + others.map_or(0.0, |o| others_rate(&o.pool, o.until_ms, span_ms))
+    }
+
+    /// This node's share of [`Accounting::pool_hashrate`].
+    pub fn node_hashrate(&self, now_ms: i64, span_ms: i64) -> f64 {
         let sum = self.pool_window(|w| w.sum(now_ms, span_ms));
         hashrate(sum, self.observed_ms(now_ms, span_ms) as f64 / 1000.0)
     }
@@ -535,6 +576,47 @@ mod tests {
         assert_eq!(accounting.workers(Some("alice")).len(), 1);
         assert_eq!(accounting.workers(None).len(), 2);
         assert_eq!(accounting.totals.accepted.load(Ordering::Relaxed), 2);
+    }
+
+    /// In a cluster, hashrates add the other nodes' work to this node's: over each span
+    /// before the minute their rows reach, averaged over the part since their first minute.
+    #[test]
+    fn hashrates_add_the_other_nodes_work() {
+        let accounting = Accounting::default();
+        let now = now_ms();
+        let alice = accounting.worker("alice.rig");
+        accounting.record_accept(&alice, 6.0, 6.0, now);
+        let node_only = accounting.worker_view("alice.rig").unwrap();
+        let node_pool = accounting.pool_hashrate(now, 600_000);
+        assert!(node_only.hashrate_10m > 0.0);
+
+        let until = now - 30_000;
+        let elsewhere = |ten_minutes: f64, first_minutes_before: i64| SpanWork {
+            difficulty: [ten_minutes / 10.0, ten_minutes, ten_minutes],
+            first_ms: until - first_minutes_before * MINUTE_MS,
+        };
+        accounting.adopt_others_work(RecentWork {
+            until_ms: until,
+            workers: [
+                ("alice.rig".to_owned(), elsewhere(600.0, 60)),
+                ("bob.rig".to_owned(), elsewhere(60.0, 2)),
+            ]
+            .into(),
+            pool: elsewhere(660.0, 60),
+        });
+        let rate = |difficulty: f64, seconds: f64| hashrate(difficulty, seconds);
+        let alice = accounting.worker_view("alice.rig").unwrap();
+        let expected = node_only.hashrate_10m + rate(600.0, 600.0);
+        assert!((alice.hashrate_10m - expected).abs() / expected < 1e-9);
+        assert!((alice.hashrate_1m - node_only.hashrate_1m - rate(60.0, 60.0)).abs() < 1e-3);
+        // Bob mines only elsewhere, and only for the last two minutes of their rows.
+        accounting.worker("bob.rig");
+        let bob = accounting.worker_view("bob.rig").unwrap();
+        assert!((bob.hashrate_1h - rate(60.0, 120.0)).abs() / bob.hashrate_1h < 1e-9);
+        let pool = accounting.pool_hashrate(now, 600_000);
+        assert!((pool - node_pool - rate(660.0, 600.0)).abs() / pool < 1e-9);
+        // What this node reports in its heartbeat stays its own.
+        assert_eq!(accounting.node_hashrate(now, 600_000), node_pool);
     }
 
     #[test]

@@ -23,6 +23,17 @@ const GRACE_MS: i64 = 15_000;
 /// is about to); must stay well inside the accounting's one-hour window.
 const LIVE_MINUTES: i64 = 5;
 
+/// How often the writer flushes.
+const FLUSH_EVERY: Duration = Duration::from_secs(10);
+
+/// The start of the minute after the newest one every node has written by `now_ms`
+/// (each writes a minute within [`GRACE_MS`] plus one flush after it ends): in a
+/// cluster, the stored rows before it are complete, and charts and hashrates read the
+/// other nodes' work from them.
+pub fn written_through(now_ms: i64) -> i64 {
+    minute_of(now_ms - MINUTE_MS - GRACE_MS - FLUSH_EVERY.as_millis() as i64) + MINUTE_MS
+}
+
 /// Writes finished minutes to the store.
 pub struct HistoryWriter {
     accounting: Arc<Accounting>,
@@ -49,7 +60,7 @@ impl HistoryWriter {
 
     /// Flushes every ten seconds until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        let mut tick = tokio::time::interval(FLUSH_EVERY);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -164,7 +175,9 @@ pub struct Point {
 }
 
 /// The history of `name` (a worker, an account, or the pool when empty) over
-/// `range` as of `now_ms`: stored buckets, then the live minutes from memory.
+/// `range` as of `now_ms`: stored buckets, then the live minutes from memory. In a
+/// cluster the stored rows are read up to [`written_through`] (they hold the other
+/// nodes' work), and only the minutes since from memory.
 ///
 /// # Errors
 /// The ledger cannot be read.
@@ -176,7 +189,10 @@ pub async fn read(
     range: Range,
     now_ms: i64,
 ) -> Result<Vec<Point>, LedgerError> {
-    let live_from = minute_of(now_ms) - (LIVE_MINUTES - 1) * MINUTE_MS;
+    let live_from = match accounting.others_work() {
+        Some(_) => written_through(now_ms),
+        None => minute_of(now_ms) - (LIVE_MINUTES - 1) * MINUTE_MS,
+    };
     let since = (now_ms - range.span_ms).div_euclid(range.step_ms) * range.step_ms;
     let mut buckets: BTreeMap<i64, (f64, u64)> = ledger
         .history(scope, name, since, live_from, range.step_ms)

@@ -172,17 +172,22 @@ fn heartbeat(ctx: Arc<Context>, pool: &Pool) -> impl Fn() -> Beat + Send + 'stat
             job_height: current.job.height(),
             job_id: current.job.notify.job_id.to_string(),
             sessions: ctx.sessions.len() as u64,
-            hashrate: ctx.accounting.pool_hashrate(now_ms(), 600_000),
+            hashrate: ctx.accounting.node_hashrate(now_ms(), 600_000),
         }
     }
 }
 
-/// Takes the cluster's worker totals from the ledger every heartbeat, so this node's API,
-/// metrics and dashboard count every node's shares.
+/// Heartbeats between reads of the other nodes' recent work: their minute rows change
+/// once a minute per node.
+const OTHERS_WORK_EVERY: u64 = 5;
+
+/// Takes the cluster's worker totals from the ledger every heartbeat, and the other nodes'
+/// recent work every [`OTHERS_WORK_EVERY`] heartbeats, so this node's API, metrics and
+/// dashboard count every node's shares and hashrate.
 async fn follow_cluster_totals(ctx: Arc<Context>) {
     let mut tick = tokio::time::interval(crate::cluster::HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    for beat in 0u64.. {
         tokio::select! {
             () = ctx.shutdown.cancelled() => return,
             _ = tick.tick() => {}
@@ -190,6 +195,13 @@ async fn follow_cluster_totals(ctx: Arc<Context>) {
         match ctx.ledger.worker_totals().await {
             Ok(totals) => ctx.accounting.adopt_totals(totals),
             Err(err) => tracing::debug!(%err, "cannot read the cluster's worker totals"),
+        }
+        if beat % OTHERS_WORK_EVERY == 0 {
+            let until = crate::history::written_through(now_ms());
+            match ctx.ledger.others_recent_work(until).await {
+                Ok(work) => ctx.accounting.adopt_others_work(work),
+                Err(err) => tracing::debug!(%err, "cannot read the other nodes' work"),
+            }
         }
     }
 }

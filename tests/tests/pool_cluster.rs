@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use quarry_protocol::target::hashrate;
 use quarry_protocol::Extranonce;
 use quarry_tests::grind::grind;
 use quarry_tests::miner::{accepted_above, poll, worker};
@@ -355,4 +356,76 @@ fn a_node_with_other_settings_or_a_newer_schema_is_refused() {
         schema_before[0]
     ));
     drop(first);
+}
+
+/// A worker mining on node A shows its hashrate on node B, in the worker's numbers, the
+/// pool's and the pool's chart: node B reads node A's minute rows once A has written them
+/// (up to a minute and a half after the shares).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_on_one_node_shows_its_hashrate_on_every_node() {
+    let Some(db) = TestDatabase::create("cluster_hashrate") else {
+        return;
+    };
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = node(&db, "127.0.0.2", &dirs[0], HARD_CHAIN);
+    let b = node(&db, "127.0.0.3", &dirs[1], HARD_CHAIN);
+    wait_for_ok_nodes(&b, 2);
+    let mut client = Client::tcp(a.tcp).await;
+    client.handshake("carol.rig").await;
+    send_shares(&mut client, "carol.rig", 0, 200).await;
+    let on_a = poll(Duration::from_secs(30), || {
+        let worker = a.api_get("/api/workers/carol.rig");
+        (worker["accepted"] == 200).then_some(worker)
+    })
+    .expect("node A acknowledges 200 shares");
+    let difficulty = on_a["accepted_difficulty"].as_f64().unwrap();
+    // Node B averages A's work over what A's rows cover: one to ten minutes.
+    let (low, high) = (hashrate(difficulty, 600.0), hashrate(difficulty, 60.0));
+    let started = Instant::now();
+    let (worker, pool) = poll(Duration::from_secs(240), || {
+        let workers = b.api_get("/api/workers");
+        let carol = workers["workers"]
+            .as_array()?
+            .iter()
+            .find(|w| w["worker"] == "carol.rig")?;
+        let worker = carol["hashrate_10m"].as_f64()?;
+        let pool = b.api_get("/api/pool")["hashrate_10m"].as_f64()?;
+        let within = |rate: f64| (low..=high).contains(&rate);
+        (within(worker) && within(pool)).then_some((worker, pool))
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "node B shows carol's hashrate from node A's rows ({low:.0}..{high:.0} H/s): {} {}",
+            b.api_get("/api/workers"),
+            b.api_get("/api/pool")
+        )
+    });
+    println!(
+        "node A's worker on node B after {:?}: worker {worker:.0} H/s, pool {pool:.0} H/s \
+         (node A: {} H/s)",
+        started.elapsed(),
+        on_a["hashrate_10m"]
+    );
+    // The chart on node B holds all of A's work.
+    let chart = b.api_get("/api/pool/history?range=1h");
+    let work: f64 = chart["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["hashrate"].as_f64().unwrap() * p["seconds"].as_f64().unwrap())
+        .sum::<f64>()
+        / hashrate(1.0, 1.0);
+    assert!(
+        (work - difficulty).abs() / difficulty < 1e-6,
+        "{work} vs {difficulty}: {chart}"
+    );
+    // Node A's heartbeat reports its own hashrate, node B's none.
+    let nodes = b.api_get("/api/nodes");
+    let rates: Vec<f64> = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["hashrate"].as_f64().unwrap())
+        .collect();
+    assert_eq!(rates.iter().filter(|r| **r > 0.0).count(), 1, "{nodes}");
 }

@@ -51,3 +51,23 @@ pub(super) fn cutoffs(now_ms: i64) -> (i64, i64) {
         now_ms - HOURS_KEPT_MS,
     )
 }
+
+/// What the spans of [`RecentWork`] cover: the last minute, ten minutes and hour.
+pub const SPANS_MS: [i64; 3] = [MINUTE_MS, 10 * MINUTE_MS, HOUR_MS];
+
+/// Accepted work over each of [`SPANS_MS`] before some minute, and the start of the
+/// oldest minute with work in the hour (what a young worker's rate averages over).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SpanWork {
+    pub difficulty: [f64; 3],
+    pub first_ms: i64,
+}
+
+/// The other cluster nodes' accepted work, from their stored minute rows before
+/// `until_ms`: per worker, and for the pool.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecentWork {
+    pub until_ms: i64,
+    pub workers: std::collections::HashMap<String, SpanWork>,
+    pub pool: SpanWork,
+}

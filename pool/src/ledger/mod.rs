@@ -37,7 +37,7 @@ use bitcoin::BlockHash;
 use crate::metrics::histogram::AtomicHistogram;
 use batch::Op;
 pub use batch::Queue;
-use history::{Bucket, HistoryRow, Scope};
+use history::{Bucket, HistoryRow, RecentWork, Scope};
 
 /// An error of a backend's driver.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -235,6 +235,20 @@ pub trait Ledger: Send + Sync + fmt::Debug {
         until_ms: i64,
         step_ms: i64,
     ) -> Result<Vec<Bucket>, LedgerError>;
+
+    /// The other cluster nodes' accepted work in the minute rows they stored before
+    /// `until_ms` (the last hour of them), so a node can show the cluster's hashrates. A
+    /// single-node ledger has no other nodes: nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`LedgerError::Read`] if the query fails.
+    async fn others_recent_work(&self, until_ms: i64) -> Result<RecentWork, LedgerError> {
+        Ok(RecentWork {
+            until_ms,
+            ..RecentWork::default()
+        })
+    }
 
     /// The found block with this hash.
     ///

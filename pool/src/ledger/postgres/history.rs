@@ -2,7 +2,9 @@
 
 use tokio_postgres::{Client, Transaction};
 
-use crate::ledger::history::{cutoffs, Bucket, HistoryRow, Scope, HOUR_MS, MINUTE_MS};
+use crate::ledger::history::{
+    cutoffs, Bucket, HistoryRow, RecentWork, Scope, SpanWork, HOUR_MS, MINUTE_MS, SPANS_MS,
+};
 
 /// Minute rows are written whole: writing a minute again replaces it.
 const UPSERT: &str = "INSERT INTO hashrate_history \
@@ -25,6 +27,15 @@ const QUERY: &str = "SELECT (start_ms / $4::int8) * $4::int8 AS t, sum(difficult
      sum(shares)::int8 FROM hashrate_history \
      WHERE scope = $1 AND name = $2 AND start_ms >= $3 AND start_ms < $5 \
      GROUP BY t ORDER BY t";
+
+/// The other nodes' minute rows of the hour before `$1`, summed per worker (and for the
+/// pool) over the last minute, ten minutes and hour.
+const OTHERS: &str = "SELECT scope, name, \
+     coalesce(sum(difficulty) FILTER (WHERE start_ms >= $1::int8 - $3::int8), 0), \
+     coalesce(sum(difficulty) FILTER (WHERE start_ms >= $1::int8 - $4::int8), 0), \
+     sum(difficulty), min(start_ms) FROM hashrate_history \
+     WHERE width_ms = $6 AND start_ms >= $1::int8 - $5::int8 AND start_ms < $1 AND node <> $2 \
+     AND scope IN ('worker', 'pool') GROUP BY scope, name";
 
 /// Writes `node`'s `rows`, then rolls up and prunes what `now_ms` makes old.
 pub(super) async fn apply(
@@ -94,4 +105,36 @@ pub(super) async fn query(
             (row.get(0), row.get(1), u64::try_from(shares).unwrap_or(0))
         })
         .collect())
+}
+
+/// The work of every node but `node` in the hour of minute rows before `until_ms`.
+pub(super) async fn others(
+    client: &Client,
+    node: i32,
+    until_ms: i64,
+) -> Result<RecentWork, tokio_postgres::Error> {
+    let [minute, ten, hour] = SPANS_MS;
+    let rows = client
+        .query(
+            OTHERS,
+            &[&until_ms, &node, &minute, &ten, &hour, &MINUTE_MS],
+        )
+        .await?;
+    let mut work = RecentWork {
+        until_ms,
+        ..RecentWork::default()
+    };
+    for row in rows {
+        let spans = SpanWork {
+            difficulty: [row.get(2), row.get(3), row.get(4)],
+            first_ms: row.get(5),
+        };
+        match row.get::<_, &str>(0) {
+            "pool" => work.pool = spans,
+            _ => {
+                work.workers.insert(row.get(1), spans);
+            }
+        }
+    }
+    Ok(work)
 }

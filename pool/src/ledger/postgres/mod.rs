@@ -30,7 +30,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, Config, NoTls};
 
 use super::batch::Queue;
-use super::history::{Bucket, Scope};
+use super::history::{Bucket, RecentWork, Scope};
 use super::{FoundBlock, Ledger, LedgerError, LedgerOptions, WorkerTotals};
 
 /// How long connecting to the server may take.
@@ -414,6 +414,14 @@ impl Ledger for PostgresLedger {
     ) -> Result<Vec<Bucket>, LedgerError> {
         self.read("hashrate history", async |client| {
             history::query(client, scope, name, since_ms, until_ms, step_ms).await
+        })
+        .await
+    }
+
+    async fn others_recent_work(&self, until_ms: i64) -> Result<RecentWork, LedgerError> {
+        let node = self.node.load(Ordering::Relaxed);
+        self.read("other nodes' work", async |client| {
+            history::others(client, node, until_ms).await
         })
         .await
     }

@@ -206,6 +206,76 @@ async fn nodes_keep_their_own_history_minutes_and_reads_sum_them() {
     second.close().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_node_reads_the_other_nodes_recent_work() {
+    use crate::ledger::history::{HistoryRow, Scope, SpanWork, MINUTE_MS};
+    let Some(fixture) = Postgres::create().await else {
+        return;
+    };
+    let until = 1_700_000_040_000_i64.div_euclid(MINUTE_MS) * MINUTE_MS;
+    let row = |scope: Scope, name: &str, minutes_before: i64, difficulty: f64| HistoryRow {
+        scope,
+        name: name.to_owned(),
+        start_ms: until - minutes_before * MINUTE_MS,
+        difficulty,
+        shares: 1,
+    };
+    let nodes = [
+        fixture.open(keep()).await,
+        fixture.open(keep()).await,
+        fixture.open(keep()).await,
+    ];
+    for (id, node) in (0u8..).zip(&nodes) {
+        node.set_node(id);
+    }
+    // Node 1: minutes in each span, one too old for the hour, one not yet before `until`.
+    let mut rows = Vec::new();
+    for (minutes_before, difficulty) in [(1, 3.0), (5, 4.0), (30, 5.0), (61, 100.0), (0, 100.0)] {
+        rows.push(row(Scope::Worker, "alice.rig", minutes_before, difficulty));
+        rows.push(row(Scope::Account, "alice", minutes_before, difficulty));
+        rows.push(row(Scope::Pool, "", minutes_before, difficulty));
+    }
+    nodes[1].record_history(rows, until).await.unwrap();
+    nodes[0]
+        .record_history(
+            vec![
+                row(Scope::Worker, "alice.rig", 1, 50.0),
+                row(Scope::Pool, "", 1, 50.0),
+            ],
+            until,
+        )
+        .await
+        .unwrap();
+    nodes[2]
+        .record_history(
+            vec![
+                row(Scope::Worker, "bob.rig", 2, 7.0),
+                row(Scope::Pool, "", 2, 7.0),
+            ],
+            until,
+        )
+        .await
+        .unwrap();
+
+    let seen_by_0 = nodes[0].others_recent_work(until).await.unwrap();
+    assert_eq!(seen_by_0.until_ms, until);
+    let spans = |difficulty: [f64; 3], first_minutes_before: i64| SpanWork {
+        difficulty,
+        first_ms: until - first_minutes_before * MINUTE_MS,
+    };
+    assert_eq!(seen_by_0.workers.len(), 2, "{seen_by_0:?}");
+    assert_eq!(seen_by_0.workers["alice.rig"], spans([3.0, 7.0, 12.0], 30));
+    assert_eq!(seen_by_0.workers["bob.rig"], spans([0.0, 7.0, 7.0], 2));
+    assert_eq!(seen_by_0.pool, spans([3.0, 14.0, 19.0], 30));
+    // Node 1 sees node 0's and node 2's work, not its own.
+    let seen_by_1 = nodes[1].others_recent_work(until).await.unwrap();
+    assert_eq!(seen_by_1.workers["alice.rig"], spans([50.0; 3], 1));
+    assert_eq!(seen_by_1.pool, spans([50.0, 57.0, 57.0], 2));
+    for node in &nodes {
+        node.close().await.unwrap();
+    }
+}
+
 fn keep() -> LedgerOptions {
     LedgerOptions {
         share_retention: std::time::Duration::MAX,
