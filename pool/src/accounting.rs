@@ -119,6 +119,8 @@ pub struct WorkerStats {
     accepted_difficulty: AtomicF64,
     rejected: [AtomicU64; 5],
     best_share: AtomicF64,
+    /// The best share since the pool's last block.
+    best_since_block: AtomicF64,
     last_share_ms: AtomicI64,
     sessions: AtomicU64,
     difficulty: AtomicF64,
@@ -142,6 +144,8 @@ pub struct WorkerView {
     pub hashrate_10m: f64,
     pub hashrate_1h: f64,
     pub best_share_difficulty: f64,
+    /// The best share since the pool's last accepted block.
+    pub best_share_since_block: f64,
     pub last_share: Option<String>,
     pub sessions: u64,
     pub difficulty: f64,
@@ -164,6 +168,7 @@ impl WorkerStats {
             accepted_difficulty: AtomicF64::default(),
             rejected: Default::default(),
             best_share: AtomicF64::default(),
+            best_since_block: AtomicF64::default(),
             last_share_ms: AtomicI64::new(i64::MIN),
             sessions: AtomicU64::new(0),
             difficulty: AtomicF64::default(),
@@ -217,6 +222,7 @@ impl WorkerStats {
             hashrate_10m: rate(600_000),
             hashrate_1h: rate(3_600_000),
             best_share_difficulty: self.best_share.load(),
+            best_share_since_block: self.best_since_block.load(),
             last_share: (last != i64::MIN).then(|| rfc3339(last)),
             sessions: self.sessions.load(Ordering::Relaxed),
             difficulty: self.difficulty.load(),
@@ -386,6 +392,7 @@ impl Accounting {
                 slot.store(value, Ordering::Relaxed);
             }
             stats.best_share.store(t.best_share_difficulty);
+            stats.best_since_block.store(t.best_share_since_block);
             stats
                 .last_share_ms
                 .store(t.last_share_ms.unwrap_or(i64::MIN), Ordering::Relaxed);
@@ -453,6 +460,7 @@ impl Accounting {
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         stats.accepted_difficulty.add(difficulty);
         stats.best_share.max(hash_difficulty);
+        stats.best_since_block.max(hash_difficulty);
         stats.last_share_ms.fetch_max(time_ms, Ordering::Relaxed);
         stats
             .window
@@ -462,6 +470,15 @@ impl Accounting {
         self.totals.accepted.fetch_add(1, Ordering::Relaxed);
         self.totals.accepted_difficulty.add(difficulty);
         self.pool_window(|w| w.add(time_ms, difficulty));
+    }
+
+    /// Counts a block the pool found and its chain accepted: every worker's best share
+    /// since the last block starts over (as the ledger's does when it records the block).
+    pub fn block_found(&self) {
+        self.totals.blocks.fetch_add(1, Ordering::Relaxed);
+        for worker in &self.workers {
+            worker.best_since_block.store(0.0);
+        }
     }
 
     /// Counts a rejected share.
@@ -657,12 +674,33 @@ mod tests {
             accepted_difficulty: 14.0,
             rejected: [1, 0, 0, 0, 0],
             best_share_difficulty: 9.0,
+            best_share_since_block: 4.0,
             last_share_ms: Some(now),
         }];
         let accounting = Accounting::restore(totals, vec![("carol.a".into(), now - 5_000, 14.0)]);
         let view = accounting.worker_view("carol.a").unwrap();
         assert_eq!((view.accepted, view.rejected), (7, 1));
+        assert_eq!(
+            (view.best_share_difficulty, view.best_share_since_block),
+            (9.0, 4.0)
+        );
         let expected = hashrate(14.0, 60.0);
         assert!((view.hashrate_1m - expected).abs() / expected < 1e-9);
+        // A block starts the best since the last block over; a share sets it again.
+        accounting.block_found();
+        assert_eq!(
+            accounting
+                .worker_view("carol.a")
+                .unwrap()
+                .best_share_since_block,
+            0.0
+        );
+        let carol = accounting.worker("carol.a");
+        accounting.record_accept(&carol, 1.0, 2.5, now);
+        let view = accounting.worker_view("carol.a").unwrap();
+        assert_eq!(
+            (view.best_share_difficulty, view.best_share_since_block),
+            (9.0, 2.5)
+        );
     }
 }

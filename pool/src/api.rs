@@ -37,6 +37,8 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/api/sessions/{id}/kick", post(kick))
         .route("/metrics", get(metrics))
         .route("/api/workers/{worker}/history", get(worker_history))
+        .route("/api/accounts", get(accounts))
+        .route("/api/accounts/{account}", get(account))
         .route("/api/accounts/{account}/history", get(account_history))
         .route("/api/pool/history", get(pool_history))
         .route("/api/blocks/{hash}/raw", get(raw_block))
@@ -139,6 +141,19 @@ async fn workers(
     Json(json!({ "workers": ctx.accounting.workers(query.account.as_deref()) }))
 }
 
+async fn accounts(State(ctx): State<Arc<Context>>) -> Json<Value> {
+    let workers = ctx.accounting.workers(None);
+    Json(json!({ "accounts": crate::accounts::accounts(&workers) }))
+}
+
+async fn account(State(ctx): State<Arc<Context>>, Path(name): Path<String>) -> Response {
+    let workers = ctx.accounting.workers(Some(&name));
+    match crate::accounts::accounts(&workers).pop() {
+        Some(view) => Json(json!({ "account": view, "workers": workers })).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no account named {name:?}")),
+    }
+}
+
 async fn worker(State(ctx): State<Arc<Context>>, Path(name): Path<String>) -> Response {
     match ctx.accounting.worker_view(&name) {
         Some(view) => Json(view).into_response(),
@@ -191,13 +206,16 @@ async fn pool(State(ctx): State<Arc<Context>>) -> Json<Value> {
     let totals = &accounting.totals;
     let job = ctx.book.current();
     let now = now_ms();
+    let workers = accounting.workers(None);
     Json(json!({
         "accepted": totals.accepted.load(Ordering::Relaxed),
         "accepted_difficulty": accounting.accepted_difficulty(),
         "rejected": totals.rejected.load(Ordering::Relaxed),
         "sessions": totals.sessions.load(Ordering::Relaxed),
-        "workers": accounting.workers(None).len(),
+        "workers": workers.len(),
         "blocks_found": totals.blocks.load(Ordering::Relaxed),
+        "best_share_since_block": workers.iter().map(|w| w.best_share_since_block).fold(0.0, f64::max),
+        "best_share_difficulty": workers.iter().map(|w| w.best_share_difficulty).fold(0.0, f64::max),
         "hashrate_1m": accounting.pool_hashrate(now, 60_000),
         "hashrate_10m": accounting.pool_hashrate(now, 600_000),
         "hashrate_1h": accounting.pool_hashrate(now, 3_600_000),

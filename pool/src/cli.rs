@@ -81,7 +81,8 @@ pub async fn workers(args: &WorkersArgs) -> anyhow::Result<String> {
         "ACCEPTED",
         "REJECTED",
         "DIFF",
-        "BEST",
+        "BEST (BLOCK)",
+        "BEST (EVER)",
         "LAST SHARE",
         "SESSIONS",
         "STATUS",
@@ -97,6 +98,7 @@ pub async fn workers(args: &WorkersArgs) -> anyhow::Result<String> {
                 w["accepted"].as_u64().unwrap_or(0).to_string(),
                 rejects(&w["rejected_by_reason"]),
                 human_number(w["difficulty"].as_f64().unwrap_or(0.0)),
+                human_number(w["best_share_since_block"].as_f64().unwrap_or(0.0)),
                 human_number(w["best_share_difficulty"].as_f64().unwrap_or(0.0)),
                 w["last_share"]
                     .as_str()

@@ -19,7 +19,8 @@
 //! - [`chain`]: the embedded chain.
 //! - [`bitcoind`]: Bitcoin Core as the job source.
 //! - [`coinbase`]: coinbase transactions with an extranonce slot, block assembly.
-//! - [`accounting`]: per-worker and pool numbers in memory; [`atomic`]: lock-free cells.
+//! - [`accounting`]: per-worker and pool numbers in memory; [`atomic`]: lock-free cells;
+//!   [`accounts`]: accounts as the sum of their workers.
 //! - [`metrics`]: Prometheus metrics; process numbers from `/proc/self`.
 //! - [`ledger`]: the share ledger behind one interface, on SQLite or PostgreSQL, with
 //!   group commit.
@@ -30,6 +31,7 @@
 //! - [`api`]: the HTTP API; [`cli`]: the `workers`, `blocks` and `nodes` commands.
 
 pub mod accounting;
+pub mod accounts;
 pub mod api;
 pub mod atomic;
 pub mod bitcoind;

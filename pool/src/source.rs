@@ -21,7 +21,7 @@ use crate::accounting::{now_ms, Accounting};
 use crate::bitcoind::BitcoindSource;
 use crate::chain::EmbeddedChain;
 use crate::jobs::JobBook;
-use crate::ledger::{FoundBlock, Ledger};
+use crate::ledger::{FoundBlock, Ledger, BLOCK_ACCEPTED};
 use crate::validate::Solved;
 
 /// A job source, started the same way whichever chain it serves.
@@ -160,16 +160,13 @@ impl EmbeddedSource {
             worker: worker.to_string(),
             time_ms: now_ms(),
             raw,
-            status: "accepted".to_owned(),
+            status: BLOCK_ACCEPTED.to_owned(),
             node: self.node,
         };
         if let Err(err) = self.ledger.record_block(record).await {
             tracing::error!(%hash, %err, "could not record the found block");
         }
-        self.accounting
-            .totals
-            .blocks
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.accounting.block_found();
         tracing::info!(height, %hash, %worker, "block found");
         let template = self.lock().template(unix_now());
         self.book.publish(template);

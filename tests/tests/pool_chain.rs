@@ -4,9 +4,12 @@
 use bitcoin::consensus::deserialize;
 use bitcoin::hashes::Hash;
 use bitcoin::Block;
-use quarry_protocol::target::network_difficulty;
+use std::time::Duration;
+
+use quarry_protocol::target::{hash_difficulty, network_difficulty};
 use quarry_protocol::{Difficulty, Extranonce};
 use quarry_tests::grind::grind;
+use quarry_tests::miner::poll;
 use quarry_tests::{Client, PoolProcess};
 use serde_json::json;
 
@@ -94,4 +97,113 @@ fn decode_hex(text: &str) -> Vec<u8> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
         .collect()
+}
+
+/// The best share since the last block, per worker and account: a block the pool finds
+/// starts it over for every worker (its own share counts before it), the best ever stays,
+/// and the API, the accounts and `/metrics` agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_starts_every_best_share_since_block_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = PoolProcess::start(
+        dir.path(),
+        &[
+            "--chain-difficulty",
+            "1e-5",
+            "--start-difficulty",
+            "1e-8",
+            "--metrics-per-worker",
+            "true",
+        ],
+    );
+    let best = |worker: &str| {
+        let view = pool.api_get(&format!("/api/workers/{worker}"));
+        (
+            view["best_share_since_block"].as_f64().unwrap(),
+            view["best_share_difficulty"].as_f64().unwrap(),
+        )
+    };
+    let mut dave = Client::tcp(pool.tcp).await;
+    dave.handshake("dave.rig").await;
+    let job = dave.job.clone().unwrap();
+    let share = grind(
+        &job,
+        dave.extranonce1.unwrap(),
+        Extranonce::from_counter(1, 4),
+        dave.job_difficulty,
+        0,
+        true,
+    );
+    let reply = dave
+        .request("mining.submit", share.params("dave.rig", &job))
+        .await;
+    assert_eq!(reply["result"], json!(true), "{reply}");
+    let first = hash_difficulty(&share.hash);
+    assert_eq!(best("dave.rig"), (first, first));
+    let account = pool.api_get("/api/accounts/dave");
+    assert_eq!(account["account"]["best_share_since_block"], json!(first));
+    assert_eq!(
+        pool.api_get("/api/pool")["best_share_since_block"],
+        json!(first)
+    );
+
+    // Erin finds a block.
+    let mut erin = Client::tcp(pool.tcp).await;
+    erin.handshake("erin.rig").await;
+    let job = erin.job.clone().unwrap();
+    let network = Difficulty::new(network_difficulty(job.nbits.0)).unwrap();
+    let block_share = grind(
+        &job,
+        erin.extranonce1.unwrap(),
+        Extranonce::from_counter(2, 4),
+        network,
+        0,
+        true,
+    );
+    let reply = erin
+        .request("mining.submit", block_share.params("erin.rig", &job))
+        .await;
+    assert_eq!(reply["result"], json!(true), "{reply}");
+    let block = hash_difficulty(&block_share.hash);
+    let after = poll(Duration::from_secs(30), || {
+        let state = pool.api_get("/api/pool");
+        (state["blocks_found"] == json!(1)).then_some(state)
+    })
+    .expect("the block is found");
+    assert_eq!(after["best_share_since_block"], json!(0.0), "{after}");
+    assert_eq!(after["best_share_difficulty"], json!(block), "{after}");
+    assert_eq!(best("dave.rig"), (0.0, first));
+    assert_eq!(best("erin.rig"), (0.0, block));
+    let metrics = ureq::get(&format!("http://{}/metrics", pool.api))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        metrics.contains("quarry_worker_best_share_since_block_difficulty{worker=\"dave.rig\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nquarry_best_share_since_block_difficulty 0"),
+        "{metrics}"
+    );
+
+    // Dave's next share is his best since the block.
+    let mut dave = Client::tcp(pool.tcp).await;
+    dave.handshake("dave.rig").await;
+    let job = dave.job.clone().unwrap();
+    let share = grind(
+        &job,
+        dave.extranonce1.unwrap(),
+        Extranonce::from_counter(3, 4),
+        dave.job_difficulty,
+        0,
+        true,
+    );
+    let reply = dave
+        .request("mining.submit", share.params("dave.rig", &job))
+        .await;
+    assert_eq!(reply["result"], json!(true), "{reply}");
+    let next = hash_difficulty(&share.hash);
+    assert_eq!(best("dave.rig"), (next, first.max(next)));
 }

@@ -386,10 +386,7 @@ impl BitcoindSource {
         match &verdict {
             Verdict::Accepted => {
                 counters.accepted.fetch_add(1, Ordering::Relaxed);
-                self.accounting
-                    .totals
-                    .blocks
-                    .fetch_add(1, Ordering::Relaxed);
+                self.accounting.block_found();
                 self.lock_unconfirmed().push((height, hash));
             }
             Verdict::Rejected(_) => {
@@ -470,7 +467,7 @@ impl Verdict {
     /// The status stored with the block and shown by the API.
     pub fn status(&self) -> String {
         match self {
-            Verdict::Accepted => "accepted".to_owned(),
+            Verdict::Accepted => crate::ledger::BLOCK_ACCEPTED.to_owned(),
             Verdict::Rejected(reason) | Verdict::Failed(reason) => format!("rejected:{reason}"),
         }
     }

@@ -66,6 +66,7 @@ function renderSummary(pool) {
     ["Accepted", pool.accepted, "accepted"],
     ["Rejected", pool.rejected, "rejected"],
     ["Blocks", pool.blocks_found, "blocks"],
+    ["Best share since block", number(pool.best_share_since_block), "best_share_since_block"],
     ["Height", pool.height, "height"],
     ["Network difficulty", number(pool.network_difficulty), "network_difficulty"],
   ];
@@ -109,6 +110,8 @@ function renderWorkers() {
       el("td", { class: "num", "data-col": "accepted", "data-value": w.accepted }, String(w.accepted)),
       rejected,
       el("td", { class: "num", "data-col": "difficulty", "data-value": w.difficulty }, number(w.difficulty)),
+      el("td", { class: "num", "data-col": "best_share_since_block", "data-value": w.best_share_since_block }, number(w.best_share_since_block)),
+      el("td", { class: "num", "data-col": "best_share_difficulty", "data-value": w.best_share_difficulty }, number(w.best_share_difficulty)),
       el("td", { "data-col": "last_share", title: w.last_share || "" }, ago(w.last_share)),
       status,
     );

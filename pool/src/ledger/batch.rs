@@ -15,7 +15,9 @@ use bitcoin::BlockHash;
 use tokio::sync::{mpsc, oneshot};
 
 use super::history::HistoryRow;
-use super::{error_chain, AcceptedShare, FoundBlock, LedgerError, LedgerStats, RejectKind};
+use super::{
+    error_chain, AcceptedShare, FoundBlock, LedgerError, LedgerStats, RejectKind, BLOCK_ACCEPTED,
+};
 use crate::metrics::histogram::{self, AtomicHistogram};
 
 /// A commit's failure, handed to every waiter of the batch.
@@ -41,6 +43,14 @@ pub(super) enum Op {
     ChainBlock(u64, Vec<u8>),
     /// Minutes of hashrate history, and the time that ages old buckets.
     History(Vec<HistoryRow>, i64),
+}
+
+impl Op {
+    /// Whether committing this op starts a new block epoch: a block the pool found that
+    /// its chain accepted. Workers' best shares since the last block start over.
+    pub(super) fn starts_block_epoch(&self) -> bool {
+        matches!(self, Op::Block(block) if block.status == BLOCK_ACCEPTED)
+    }
 }
 
 /// The async front end both backends hand out: queues commands and waits for their commit.

@@ -59,7 +59,8 @@ macro_rules! conformance_tests {
             invalid_share_numbers_are_refused_before_queueing,
             a_failed_commit_fails_every_waiter_of_its_batch_and_acks_nothing_false,
             expired_shares_are_pruned_but_totals_kept,
-            old_minutes_roll_up_into_hours
+            old_minutes_roll_up_into_hours,
+            an_accepted_block_starts_every_best_share_over
         );
 
         /// A `kill -9` in the middle of a share stream loses no acknowledged share.
@@ -150,6 +151,7 @@ pub(super) async fn shares_survive_reopen_with_exact_totals_and_rows(fixture: &d
                 accepted_difficulty: 3.0,
                 rejected: [0; 5],
                 best_share_difficulty: 3.5,
+                best_share_since_block: 3.5,
                 last_share_ms: Some(1_001),
             },
             WorkerTotals {
@@ -158,6 +160,7 @@ pub(super) async fn shares_survive_reopen_with_exact_totals_and_rows(fixture: &d
                 accepted_difficulty: 4.0,
                 rejected: [0; 5],
                 best_share_difficulty: 100.0,
+                best_share_since_block: 100.0,
                 last_share_ms: Some(1_002),
             },
         ]
@@ -191,6 +194,56 @@ pub(super) async fn shares_survive_reopen_with_exact_totals_and_rows(fixture: &d
             bob.last_share_ms
         ),
         (2, 8.0, 100.0, Some(1_002))
+    );
+}
+
+/// The best share since the last block: an accepted block starts it over for every worker
+/// (the block's own share, committed before it, counts before it); a refused block does
+/// not; the best ever is kept; reopening keeps both.
+pub(super) async fn an_accepted_block_starts_every_best_share_over(fixture: &dyn Fixture) {
+    let store = fixture.open(keep_all()).await;
+    let best = |totals: &[WorkerTotals]| -> Vec<(f64, f64)> {
+        totals
+            .iter()
+            .map(|t| (t.best_share_since_block, t.best_share_difficulty))
+            .collect()
+    };
+    store
+        .record_share(share("alice.rig", 1.0, 50.0, 1_000))
+        .await
+        .unwrap();
+    store
+        .record_share(share("bob.rig", 1.0, 7.0, 1_001))
+        .await
+        .unwrap();
+    let mut refused = block(1, 10, 1_002);
+    refused.status = "rejected:high-hash".into();
+    store.record_block(refused).await.unwrap();
+    assert_eq!(
+        best(&store.worker_totals().await.unwrap()),
+        vec![(50.0, 50.0), (7.0, 7.0)]
+    );
+    // The block's share and the block in one batch: the share counts before the block.
+    let (found, recorded) = tokio::join!(
+        store.record_share(share("alice.rig", 1.0, 900.0, 1_003)),
+        store.record_block(block(2, 11, 1_003))
+    );
+    found.unwrap();
+    recorded.unwrap();
+    assert_eq!(
+        best(&store.worker_totals().await.unwrap()),
+        vec![(0.0, 900.0), (0.0, 7.0)]
+    );
+    store
+        .record_share(share("bob.rig", 1.0, 3.0, 1_004))
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    let store = fixture.open(keep_all()).await;
+    assert_eq!(
+        best(&store.worker_totals().await.unwrap()),
+        vec![(0.0, 900.0), (3.0, 7.0)]
     );
 }
 
@@ -603,6 +656,7 @@ pub(super) async fn a_failed_commit_fails_every_waiter_of_its_batch_and_acks_not
             accepted_difficulty: 2.0,
             rejected: [1, 0, 0, 0, 0],
             best_share_difficulty: 5.0,
+            best_share_since_block: 5.0,
             last_share_ms: Some(7),
         }
     );

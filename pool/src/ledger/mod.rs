@@ -478,11 +478,14 @@ pub struct FoundBlock {
     pub time_ms: i64,
     /// The block's full consensus serialization, so it can be resubmitted.
     pub raw: Vec<u8>,
-    /// E.g. `"accepted"`, later `"orphaned"`.
+    /// E.g. [`BLOCK_ACCEPTED`], later `"orphaned"`.
     pub status: String,
     /// The cluster node whose miner found it (`None` on a single-node pool).
     pub node: Option<u8>,
 }
+
+/// The status of a found block its chain accepted.
+pub const BLOCK_ACCEPTED: &str = "accepted";
 
 /// A worker's totals since its first share, kept across restarts and share pruning.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -495,6 +498,8 @@ pub struct WorkerTotals {
     pub rejected: [u64; 5],
     /// The highest difficulty an accepted share's hash achieved.
     pub best_share_difficulty: f64,
+    /// The same since the pool's last accepted block.
+    pub best_share_since_block: f64,
     /// The latest time of an accepted or rejected share, in Unix milliseconds.
     pub last_share_ms: Option<i64>,
 }

@@ -317,6 +317,21 @@ impl prometheus_client::collector::Collector for Scrape {
             MetricType::Gauge,
             &by_status,
         )?;
+        let best = |f: fn(&crate::accounting::WorkerView) -> f64| {
+            workers.iter().map(f).fold(0.0, f64::max)
+        };
+        gauge(
+            &mut enc,
+            "quarry_best_share_since_block_difficulty",
+            "Highest difficulty any share achieved since the pool's last block.",
+            best(|w| w.best_share_since_block),
+        )?;
+        gauge(
+            &mut enc,
+            "quarry_best_share_difficulty",
+            "Highest difficulty any share achieved, ever.",
+            best(|w| w.best_share_difficulty),
+        )?;
 
         if metrics.per_worker {
             let per = |f: &dyn Fn(&crate::accounting::WorkerView) -> f64| -> Vec<([(&str, &str); 1], f64)> {
@@ -345,6 +360,20 @@ impl prometheus_client::collector::Collector for Scrape {
                 "Hashes per second per worker over the last 10 minutes.",
                 MetricType::Gauge,
                 &per(&|w| w.hashrate_10m),
+            )?;
+            family(
+                &mut enc,
+                "quarry_worker_best_share_difficulty",
+                "Highest difficulty a share of the worker achieved, ever.",
+                MetricType::Gauge,
+                &per(&|w| w.best_share_difficulty),
+            )?;
+            family(
+                &mut enc,
+                "quarry_worker_best_share_since_block_difficulty",
+                "Highest difficulty a share of the worker achieved since the pool's last block.",
+                MetricType::Gauge,
+                &per(&|w| w.best_share_since_block),
             )?;
         }
 

@@ -365,7 +365,9 @@ impl Ledger for PostgresLedger {
                     .query(
                         "SELECT name, accepted, accepted_difficulty, rejected_stale, \
                          rejected_duplicate, rejected_low_difficulty, rejected_malformed, \
-                         rejected_unauthorized, best_share_difficulty, last_share_ms \
+                         rejected_unauthorized, best_share_difficulty, last_share_ms, \
+                         CASE WHEN best_share_epoch = (SELECT block_epoch FROM pool_state) \
+                         THEN best_share_since_block ELSE 0 END \
                          FROM workers ORDER BY name",
                         &[],
                     )
@@ -382,6 +384,7 @@ impl Ledger for PostgresLedger {
                 rejected: [3, 4, 5, 6, 7].map(|column| count(row.get(column))),
                 best_share_difficulty: row.get(8),
                 last_share_ms: row.get(9),
+                best_share_since_block: row.get(10),
             })
             .collect())
     }

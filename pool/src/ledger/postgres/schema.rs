@@ -12,7 +12,7 @@ use tokio_postgres::Client;
 use crate::ledger::LedgerError;
 
 /// The migrations in order; entry `i` takes the schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The advisory lock key migrations hold (`quarry` in ASCII).
 const MIGRATION_LOCK: i64 = 0x7175_6172_7279;
@@ -116,6 +116,19 @@ const V3: &str = "
 ALTER TABLE hashrate_history ADD COLUMN node INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE hashrate_history DROP CONSTRAINT hashrate_history_pkey;
 ALTER TABLE hashrate_history ADD PRIMARY KEY (scope, name, width_ms, start_ms, node);
+";
+
+/// Version 4: each worker's best share since the pool's last block. The pool's block
+/// epoch counts its accepted blocks; a worker's best counts only in the epoch it was set.
+/// Batches read the epoch without locking it, so a block never waits on worker rows.
+const V4: &str = "
+CREATE TABLE pool_state (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    block_epoch BIGINT NOT NULL
+);
+INSERT INTO pool_state (id, block_epoch) VALUES (0, 0);
+ALTER TABLE workers ADD COLUMN best_share_since_block DOUBLE PRECISION NOT NULL DEFAULT 0;
+ALTER TABLE workers ADD COLUMN best_share_epoch BIGINT NOT NULL DEFAULT 0;
 ";
 
 /// Brings the database up to the newest schema version.

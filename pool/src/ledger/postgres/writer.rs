@@ -48,11 +48,14 @@ const UPDATE_WORKERS: &str = "UPDATE workers AS w SET \
      rejected_malformed = w.rejected_malformed + d.malformed, \
      rejected_unauthorized = w.rejected_unauthorized + d.unauthorized, \
      best_share_difficulty = greatest(w.best_share_difficulty, d.best), \
+     best_share_since_block = CASE WHEN w.best_share_epoch = e.epoch \
+     THEN greatest(w.best_share_since_block, d.best) ELSE d.best END, \
+     best_share_epoch = e.epoch, \
      last_share_ms = greatest(w.last_share_ms, d.last_ms) \
      FROM unnest($1::int8[], $2::int8[], $3::float8[], $4::int8[], $5::int8[], $6::int8[], \
      $7::int8[], $8::int8[], $9::float8[], $10::int8[]) \
      AS d(id, accepted, accepted_difficulty, stale, duplicate, low, malformed, unauthorized, \
-     best, last_ms) WHERE w.id = d.id";
+     best, last_ms), (SELECT block_epoch AS epoch FROM pool_state) AS e WHERE w.id = d.id";
 const UPSERT_BLOCK: &str = "INSERT INTO blocks (hash, height, worker, time_ms, raw, status, node) \
      VALUES ($1, $2, $3, $4, $5, $6, $7) \
      ON CONFLICT (hash) DO UPDATE SET height = excluded.height, worker = excluded.worker, \
@@ -63,6 +66,8 @@ const NOTIFY_BLOCK: &str = "SELECT pg_notify('quarry_block', $1)";
 /// Tells every node the embedded chain grew, at commit.
 const NOTIFY_CHAIN: &str = "SELECT pg_notify('quarry_chain', $1)";
 const SET_BLOCK_STATUS: &str = "UPDATE blocks SET status = $2 WHERE hash = $1";
+/// A new block epoch: every worker's best share since the last block starts over.
+const NEXT_EPOCH: &str = "UPDATE pool_state SET block_epoch = block_epoch + 1";
 const CHAIN_NEXT: &str = "SELECT coalesce(max(height) + 1, 0)::int8 FROM chain";
 const CHAIN_AT: &str = "SELECT raw FROM chain WHERE height = $1";
 const INSERT_CHAIN: &str =
@@ -272,6 +277,10 @@ impl Writer {
             insert,
             columns.update(&tx, &prepared.update_workers),
         )?;
+        // After the batch's shares: the share that found the block counts before it.
+        if self.batch.ops.iter().any(Op::starts_block_epoch) {
+            tx.execute(NEXT_EPOCH, &[]).await?;
+        }
         tx.commit().await?;
         Ok(outcomes)
     }

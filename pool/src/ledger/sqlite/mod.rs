@@ -165,7 +165,9 @@ impl Ledger for SqliteLedger {
             let mut statement = conn.prepare_cached(
                 "SELECT name, accepted, accepted_difficulty, rejected_stale, rejected_duplicate, \
                  rejected_low_difficulty, rejected_malformed, rejected_unauthorized, \
-                 best_share_difficulty, last_share_ms FROM workers ORDER BY name",
+                 best_share_difficulty, last_share_ms, \
+                 CASE WHEN best_share_epoch = (SELECT block_epoch FROM pool_state) \
+                 THEN best_share_since_block ELSE 0 END FROM workers ORDER BY name",
             )?;
             let rows = statement.query_map([], |row| {
                 Ok(WorkerTotals {
@@ -181,6 +183,7 @@ impl Ledger for SqliteLedger {
                     ],
                     best_share_difficulty: row.get(8)?,
                     last_share_ms: row.get(9)?,
+                    best_share_since_block: row.get(10)?,
                 })
             })?;
             rows.collect()

@@ -10,7 +10,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::ledger::LedgerError;
 
 /// The migrations in order; entry `i` takes the schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// Version 1: workers with their totals, accepted shares, found blocks, the embedded chain.
 ///
@@ -78,6 +78,18 @@ CREATE INDEX hashrate_history_age ON hashrate_history (width_ms, start_ms);
 /// Version 3: which cluster node found a block (always NULL here; kept so that both
 /// backends store the same block).
 const V3: &str = "ALTER TABLE blocks ADD COLUMN node INTEGER;";
+
+/// Version 4: each worker's best share since the pool's last block. The pool's block
+/// epoch counts its accepted blocks; a worker's best counts only in the epoch it was set.
+const V4: &str = "
+CREATE TABLE pool_state (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    block_epoch INTEGER NOT NULL
+) STRICT;
+INSERT INTO pool_state (id, block_epoch) VALUES (0, 0);
+ALTER TABLE workers ADD COLUMN best_share_since_block REAL NOT NULL DEFAULT 0;
+ALTER TABLE workers ADD COLUMN best_share_epoch INTEGER NOT NULL DEFAULT 0;
+";
 
 /// Brings the database at `location` up to the newest schema version.
 ///

@@ -35,6 +35,9 @@ const UPDATE_WORKER: &str = "UPDATE workers SET \
      rejected_malformed = rejected_malformed + ?7, \
      rejected_unauthorized = rejected_unauthorized + ?8, \
      best_share_difficulty = max(best_share_difficulty, ?9), \
+     best_share_since_block = CASE WHEN best_share_epoch = (SELECT block_epoch FROM pool_state) \
+     THEN max(best_share_since_block, ?9) ELSE ?9 END, \
+     best_share_epoch = (SELECT block_epoch FROM pool_state), \
      last_share_ms = coalesce(max(last_share_ms, ?10), ?10, last_share_ms) \
      WHERE id = ?1";
 const UPSERT_BLOCK: &str = "INSERT INTO blocks (hash, height, worker, time_ms, raw, status, node) \
@@ -43,6 +46,8 @@ const UPSERT_BLOCK: &str = "INSERT INTO blocks (hash, height, worker, time_ms, r
      time_ms = excluded.time_ms, raw = excluded.raw, status = excluded.status, \
      node = excluded.node";
 const SET_BLOCK_STATUS: &str = "UPDATE blocks SET status = ?2 WHERE hash = ?1";
+/// A new block epoch: every worker's best share since the last block starts over.
+const NEXT_EPOCH: &str = "UPDATE pool_state SET block_epoch = block_epoch + 1";
 const CHAIN_NEXT: &str = "SELECT coalesce(max(height) + 1, 0) FROM chain";
 const CHAIN_AT: &str = "SELECT raw FROM chain WHERE height = ?1";
 const INSERT_CHAIN: &str = "INSERT INTO chain (height, raw) VALUES (?1, ?2)";
@@ -222,6 +227,10 @@ fn apply(
                 delta.best,
                 delta.last_share_ms()
             ])?;
+        }
+        // After the batch's shares: the share that found the block counts before it.
+        if batch.ops.iter().any(Op::starts_block_epoch) {
+            tx.prepare_cached(NEXT_EPOCH)?.execute([])?;
         }
     }
     tx.commit()?;
