@@ -7,17 +7,19 @@ use bitcoin::ScriptBuf;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use quarry_pool::chain::{ChainParams, EmbeddedChain};
 use quarry_pool::jobs::JobBook;
+use quarry_pool::reward::JobPayouts;
 use quarry_pool::validate::{validate, SessionTerms};
 use quarry_protocol::messages::ClientRequest;
 use quarry_protocol::{Difficulty, Extranonce};
 use serde_json::json;
 
 fn share_validation(c: &mut Criterion) {
-    let mut params = ChainParams::new(ScriptBuf::from_bytes(vec![0x51]));
+    let payout = ScriptBuf::from_bytes(vec![0x51]);
+    let mut params = ChainParams::new(payout.clone());
     // No share comes near a block: the accept path is what is measured.
     params.initial_difficulty = 1e9;
     let chain = EmbeddedChain::open(params, Vec::new()).expect("chain");
-    let mut template = chain.template(1_700_000_000);
+    let mut template = chain.template(1_700_000_000, |value| JobPayouts::operator(value, &payout));
     // A block with a few thousand transactions: 12 merkle branches.
     template.merkle_branch = (0u8..12).map(|i| [i.wrapping_mul(37); 32]).collect();
     let book = JobBook::new(template);

@@ -50,10 +50,8 @@ const WITNESS_COMMITMENT_LEN: usize = 38;
 pub struct CoinbaseSpec<'a> {
     /// The height of the block this coinbase belongs to, committed per BIP34.
     pub height: u64,
-    /// The whole reward: subsidy plus fees.
-    pub value: Amount,
-    /// Where the reward goes.
-    pub payout: &'a Script,
+    /// Where the whole reward (subsidy plus fees) goes, in order.
+    pub outputs: &'a [TxOut],
     /// Pushed after the extranonce so explorers show who mined the block; may be empty.
     pub pool_tag: &'a [u8],
     /// Length of the extranonce slot: extranonce1 plus extranonce2 bytes.
@@ -165,8 +163,8 @@ pub fn is_witness_commitment(script_pubkey: &Script) -> bool {
 /// Builds the coinbase for `spec` and splits it around the extranonce slot.
 ///
 /// The transaction is version 2 with one input (null outpoint; lock time and sequence per
-/// [`CoinbaseSpec::lock_to_parent`]) and the outputs `value → payout`, then the witness commitment (value 0)
-/// when given.
+/// [`CoinbaseSpec::lock_to_parent`]) and the spec's outputs, then the witness commitment
+/// (value 0) when given.
 ///
 /// # Errors
 /// [`CoinbaseError::ExtranonceLen`] for an empty or over-long slot,
@@ -214,10 +212,7 @@ pub fn build(spec: &CoinbaseSpec) -> Result<CoinbaseParts, CoinbaseError> {
     script_sig.resize(slot_in_script + spec.extranonce_len + VARIANT_LEN, 0);
     script_sig.extend_from_slice(tag.as_bytes());
 
-    let mut output = vec![TxOut {
-        value: spec.value,
-        script_pubkey: spec.payout.to_owned(),
-    }];
+    let mut output = spec.outputs.to_vec();
     if let Some(commitment) = &spec.witness_commitment {
         output.push(TxOut {
             value: Amount::ZERO,
@@ -306,15 +301,17 @@ mod tests {
 
     const HEIGHTS: [u64; 7] = [0, 1, 16, 17, 127, 128, 500_000];
 
-    fn payout() -> ScriptBuf {
-        ScriptBuf::new_op_return([0x51u8; 4])
+    fn payout() -> Vec<TxOut> {
+        vec![TxOut {
+            value: Amount::from_sat(50 * 100_000_000),
+            script_pubkey: ScriptBuf::new_op_return([0x51u8; 4]),
+        }]
     }
 
-    fn spec(height: u64, payout: &Script) -> CoinbaseSpec<'_> {
+    fn spec(height: u64, outputs: &[TxOut]) -> CoinbaseSpec<'_> {
         CoinbaseSpec {
             height,
-            value: Amount::from_sat(50 * 100_000_000),
-            payout,
+            outputs,
             pool_tag: b"/quarry/",
             extranonce_len: 8,
             witness_commitment: None,
@@ -360,7 +357,7 @@ mod tests {
                 assert!(script_sig.ends_with(b"\x08/quarry/"));
                 assert!(commits_to_height(&tx.input[0].script_sig, height));
                 assert_eq!(tx.output.len(), 1);
-                assert_eq!(tx.output[0].script_pubkey, payout);
+                assert_eq!(tx.output[0].script_pubkey, payout[0].script_pubkey);
                 assert_eq!(tx.output[0].value, Amount::from_sat(5_000_000_000));
                 assert_eq!(tx.version, Version::TWO);
                 assert_eq!(tx.lock_time, LockTime::ZERO);

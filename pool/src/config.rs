@@ -16,6 +16,8 @@ use serde::Deserialize;
 use crate::bitcoind::rpc::Auth;
 use crate::ledger::Database;
 use crate::limits::LimitsConfig;
+use crate::reward::split::Rules;
+use crate::reward::{RewardConfig, Scheme};
 use crate::watch::WatchConfig;
 
 /// Command line of `quarry-pool`.
@@ -159,6 +161,23 @@ pub struct RunArgs {
     /// Tag written into every coinbase [default: /quarry/].
     #[arg(long, env = "QUARRY_POOL_POOL_TAG", value_name = "TEXT")]
     pub pool_tag: Option<String>,
+    /// Who blocks pay: `operator` (the payout address) or `pplns` (the miners of the last
+    /// shares, in the coinbase; usernames are ADDRESS[.worker]) [default: operator].
+    #[arg(long, env = "QUARRY_POOL_REWARD", value_name = "SCHEME")]
+    pub reward: Option<crate::reward::Scheme>,
+    /// The operator's fee under pplns, in basis points (100 = 1 %) [default: 0].
+    #[arg(long, env = "QUARRY_POOL_POOL_FEE_BPS", value_name = "BPS")]
+    pub pool_fee_bps: Option<u32>,
+    /// The PPLNS window, in multiples of the network difficulty [default: 2].
+    #[arg(long, env = "QUARRY_POOL_PPLNS_WINDOW", value_name = "MULTIPLE")]
+    pub pplns_window: Option<f64>,
+    /// Payouts below this many sats are carried as owed to a later coinbase [default: 1000].
+    #[arg(long, env = "QUARRY_POOL_DUST_SATS", value_name = "SATS")]
+    pub dust_sats: Option<u64>,
+    /// Most coinbase outputs paying anyone (the operator's included); the rest are carried
+    /// as owed [default: 100].
+    #[arg(long, env = "QUARRY_POOL_MAX_COINBASE_OUTPUTS", value_name = "COUNT")]
+    pub max_coinbase_outputs: Option<usize>,
     /// Seconds between non-clean job refreshes [default: 30].
     #[arg(long, env = "QUARRY_POOL_JOB_INTERVAL", value_name = "SECONDS")]
     pub job_interval: Option<f64>,
@@ -482,6 +501,11 @@ impl RunArgs {
             retarget_interval,
             payout_address,
             pool_tag,
+            reward,
+            pool_fee_bps,
+            pplns_window,
+            dust_sats,
+            max_coinbase_outputs,
             job_interval,
             share_interval,
             start_difficulty,
@@ -522,6 +546,7 @@ pub struct PoolConfig {
     pub retarget_interval: u32,
     pub payout_address: Option<String>,
     pub pool_tag: String,
+    pub reward: RewardConfig,
     pub job_interval: Duration,
     pub share_interval: Duration,
     pub start_difficulty: f64,
@@ -611,6 +636,30 @@ fn seconds(name: &str, value: Option<f64>, default: f64) -> anyhow::Result<Durat
         .with_context(|| format!("{name}: {value} is not a positive number of seconds"))
 }
 
+/// The most coinbase outputs `max_coinbase_outputs` may allow.
+pub const MAX_COINBASE_OUTPUTS: usize = 1_000;
+
+/// The reward settings, checked.
+fn reward(args: &RunArgs) -> anyhow::Result<RewardConfig> {
+    let fee_bps = args.pool_fee_bps.unwrap_or(0);
+    if fee_bps > 10_000 {
+        bail!("pool_fee_bps: {fee_bps} is above 10000 (100 %)");
+    }
+    let max_outputs = args.max_coinbase_outputs.unwrap_or(100);
+    if !(2..=MAX_COINBASE_OUTPUTS).contains(&max_outputs) {
+        bail!("max_coinbase_outputs: {max_outputs} must be 2..={MAX_COINBASE_OUTPUTS}");
+    }
+    Ok(RewardConfig {
+        scheme: args.reward.unwrap_or(Scheme::Operator),
+        window: positive("pplns_window", args.pplns_window, 2.0)?,
+        rules: Rules {
+            fee_bps,
+            dust: bitcoin::Amount::from_sat(args.dust_sats.unwrap_or(1_000)),
+            max_outputs,
+        },
+    })
+}
+
 fn positive(name: &str, value: Option<f64>, default: f64) -> anyhow::Result<f64> {
     let value = value.unwrap_or(default);
     if !(value.is_finite() && value > 0.0) {
@@ -633,6 +682,7 @@ impl PoolConfig {
             None => args,
         };
         let bitcoind = bitcoind(&args)?;
+        let reward = reward(&args)?;
         let share_interval = seconds("share_interval", args.share_interval, 10.0)?;
         let min_difficulty = positive("min_difficulty", args.min_difficulty, 1e-12)?;
         let max_difficulty = positive("max_difficulty", args.max_difficulty, 1e15)?;
@@ -685,6 +735,7 @@ impl PoolConfig {
             retarget_interval,
             payout_address: args.payout_address,
             pool_tag,
+            reward,
             job_interval: seconds("job_interval", args.job_interval, 30.0)?,
             share_interval,
             start_difficulty: positive("start_difficulty", args.start_difficulty, 1.0)?

@@ -274,14 +274,13 @@ mod tests {
 
     use super::*;
     use crate::chain::{ChainParams, EmbeddedChain};
+    use crate::reward::JobPayouts;
 
     fn template() -> Template {
-        let chain = EmbeddedChain::open(
-            ChainParams::new(ScriptBuf::from_bytes(vec![0x51])),
-            Vec::new(),
-        )
-        .expect("a fresh chain");
-        chain.template(1_700_000_000)
+        let payout = ScriptBuf::from_bytes(vec![0x51]);
+        let chain = EmbeddedChain::open(ChainParams::new(payout.clone()), Vec::new())
+            .expect("a fresh chain");
+        chain.template(1_700_000_000, |value| JobPayouts::operator(value, &payout))
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub mod ledger;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
+pub mod reward;
 pub mod run;
 pub mod server;
 pub mod session;

@@ -27,7 +27,8 @@ use crate::ledger::{Database, Ledger, LedgerOptions};
 use crate::limits::Guard;
 use crate::listener::{accept_loop, Transport};
 use crate::metrics::Metrics;
-use crate::source::{unix_now, EmbeddedSource, JobSource};
+use crate::reward::Reward;
+use crate::source::{unix_now, EmbeddedSource, JobSource, Outlets};
 use crate::tls::{CertSource, Tls};
 use crate::watch::monitor::Monitor;
 use crate::watch::webhook::Webhook;
@@ -73,11 +74,18 @@ async fn embedded_source(
     accounting: &Arc<Accounting>,
     cluster: Option<&Cluster>,
 ) -> anyhow::Result<(Arc<JobBook>, JobSource)> {
+    let operator = payout_script(config.payout_address.as_deref())?;
+    let reward = Arc::new(Reward::new(
+        config.reward,
+        operator.clone(),
+        Network::Regtest,
+        ledger.clone(),
+    ));
     let params = ChainParams {
         initial_difficulty: config.chain_difficulty,
         block_time: config.block_time,
         retarget_interval: config.retarget_interval,
-        payout: payout_script(config.payout_address.as_deref())?,
+        payout: operator,
         pool_tag: config.pool_tag.as_bytes().to_vec(),
         extranonce_len: EXTRANONCE1_SIZE + config.extranonce2_size,
     };
@@ -95,12 +103,17 @@ async fn embedded_source(
             .context("storing the genesis block")?;
     }
     tracing::info!(height = chain.height(), tip = %chain.tip_hash(), difficulty = chain.network_difficulty(), "embedded chain ready");
-    let book = Arc::new(JobBook::new(chain.template(unix_now())));
+    let standings = reward.standings(chain.next_difficulty()).await;
+    let first = chain.template(unix_now(), |value| reward.payouts(&standings, value));
+    let book = Arc::new(JobBook::new(first));
     let source = Arc::new(EmbeddedSource {
         chain: Mutex::new(chain),
-        book: book.clone(),
-        ledger: ledger.clone(),
-        accounting: accounting.clone(),
+        out: Outlets {
+            book: book.clone(),
+            ledger: ledger.clone(),
+            accounting: accounting.clone(),
+            reward,
+        },
         node: cluster.map(Cluster::id),
         chain_changed: cluster.map(Cluster::chain_changed),
     });
@@ -127,14 +140,18 @@ async fn bitcoind_source(
     );
     let connected = crate::bitcoind::connect(rpc).await?;
     let address = config.payout_address.as_deref().unwrap_or_default();
+    let reward = Arc::new(Reward::new(
+        config.reward,
+        crate::bitcoind::payout_script(address, connected.network)?,
+        connected.network,
+        ledger.clone(),
+    ));
     let coinbase = CoinbaseConfig {
-        payout: crate::bitcoind::payout_script(address, connected.network)?,
         pool_tag: config.pool_tag.as_bytes().to_vec(),
         extranonce_len: EXTRANONCE1_SIZE + config.extranonce2_size,
     };
-    let first = connected
-        .first
-        .to_template(&coinbase)
+    let first = crate::bitcoind::job_template(&connected.first, &coinbase, &reward)
+        .await
         .context("turning bitcoind's first template into a job")?;
     let book = Arc::new(JobBook::new(first));
     let settings = Settings {
@@ -146,9 +163,12 @@ async fn bitcoind_source(
         connected,
         coinbase,
         settings,
-        book.clone(),
-        ledger.clone(),
-        accounting.clone(),
+        Outlets {
+            book: book.clone(),
+            ledger: ledger.clone(),
+            accounting: accounting.clone(),
+            reward,
+        },
         cluster,
     )
     .await?;

@@ -19,10 +19,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accounting::{now_ms, Accounting};
 use crate::bitcoind::BitcoindSource;
-use crate::chain::EmbeddedChain;
+use crate::chain::{EmbeddedChain, Template};
 use crate::jobs::JobBook;
 use crate::ledger::{FoundBlock, Ledger, BLOCK_ACCEPTED};
+use crate::reward::Reward;
 use crate::validate::Solved;
+
+/// What a job source publishes jobs to, records blocks in, and pays blocks by.
+pub struct Outlets {
+    pub book: Arc<JobBook>,
+    pub ledger: Arc<dyn Ledger>,
+    pub accounting: Arc<Accounting>,
+    pub reward: Arc<Reward>,
+}
 
 /// A job source, started the same way whichever chain it serves.
 pub enum JobSource {
@@ -54,9 +63,7 @@ impl JobSource {
 /// dropped for the stored one.
 pub struct EmbeddedSource {
     pub chain: Mutex<EmbeddedChain>,
-    pub book: Arc<JobBook>,
-    pub ledger: Arc<dyn Ledger>,
-    pub accounting: Arc<Accounting>,
+    pub out: Outlets,
     /// The cluster node this pool is (`None` when it runs alone).
     pub node: Option<u8>,
     /// Woken when another node may have extended the chain (cluster only).
@@ -92,11 +99,20 @@ impl EmbeddedSource {
                     if self.chain_changed.is_some() {
                         self.follow().await;
                     }
-                    let template = self.lock().template(unix_now());
-                    self.book.publish(template);
+                    let template = self.next_template().await;
+                    self.out.book.publish(template);
                 }
             }
         }
+    }
+
+    /// The template for the next block, its coinbase paying per the reward scheme.
+    pub async fn next_template(&self) -> Template {
+        let difficulty = self.lock().next_difficulty();
+        let standings = self.out.reward.standings(difficulty).await;
+        let reward = &self.out.reward;
+        self.lock()
+            .template(unix_now(), |value| reward.payouts(&standings, value))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, EmbeddedChain> {
@@ -107,7 +123,7 @@ impl EmbeddedSource {
     /// tip if there were any.
     async fn follow(&self) {
         let next = self.lock().height() + 1;
-        let stored = match self.ledger.chain_blocks(next).await {
+        let stored = match self.out.ledger.chain_blocks(next).await {
             Ok(stored) => stored,
             Err(err) => {
                 tracing::warn!(%err, "cannot read the stored chain; keeping the current tip");
@@ -117,7 +133,7 @@ impl EmbeddedSource {
         if stored.is_empty() {
             return;
         }
-        let template = {
+        {
             let mut chain = self.lock();
             for raw in &stored {
                 if let Err(err) = chain.adopt(raw) {
@@ -126,9 +142,9 @@ impl EmbeddedSource {
                 }
             }
             tracing::info!(height = chain.height(), tip = %chain.tip_hash(), "following the chain another node extended");
-            chain.template(unix_now())
-        };
-        self.book.publish(template);
+        }
+        let template = self.next_template().await;
+        self.out.book.publish(template);
     }
 
     async fn on_solved(&self, found: Solved) {
@@ -146,7 +162,12 @@ impl EmbeddedSource {
             }
         };
         let raw = bitcoin::consensus::serialize(&block);
-        if let Err(err) = self.ledger.append_chain_block(height, raw.clone()).await {
+        if let Err(err) = self
+            .out
+            .ledger
+            .append_chain_block(height, raw.clone())
+            .await
+        {
             // Not stored, so not part of the chain: back to what the ledger holds (another
             // node's block at this height, if one won the race).
             tracing::warn!(%hash, %worker, height, %err, "solved block not stored; it is not part of the chain");
@@ -162,13 +183,14 @@ impl EmbeddedSource {
             raw,
             status: BLOCK_ACCEPTED.to_owned(),
             node: self.node,
+            payouts: candidate.job.template.payouts.split.lines.clone(),
         };
-        if let Err(err) = self.ledger.record_block(record).await {
+        if let Err(err) = self.out.ledger.record_block(record).await {
             tracing::error!(%hash, %err, "could not record the found block");
         }
-        self.accounting.block_found();
+        self.out.accounting.block_found();
         tracing::info!(height, %hash, %worker, "block found");
-        let template = self.lock().template(unix_now());
-        self.book.publish(template);
+        let template = self.next_template().await;
+        self.out.book.publish(template);
     }
 }

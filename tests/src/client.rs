@@ -164,6 +164,23 @@ impl Client {
         }
     }
 
+    /// Reads notifications until a `mining.notify` whose job satisfies `wanted`, which
+    /// becomes the client's current job.
+    pub async fn job_where(&mut self, wanted: impl Fn(&Notify) -> bool) -> Notify {
+        loop {
+            let value = self.next_notification("mining.notify").await;
+            let Ok(Message::Notification(call)) = jsonrpc::parse(&value.to_string()) else {
+                continue;
+            };
+            if let Ok(ServerMessage::Notify(notify)) = call.server_message() {
+                if wanted(&notify) {
+                    self.job = Some(notify.clone());
+                    return notify;
+                }
+            }
+        }
+    }
+
     /// `mining.submit` params for `worker` of a valid share ground on the
     /// current job at its difficulty, extranonce2 from `counter`.
     pub fn valid_share(&self, worker: &str, counter: u64) -> Value {

@@ -11,6 +11,7 @@
 //! [BIP23]: https://github.com/bitcoin/bips/blob/master/bip-0023.mediawiki
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use bitcoin::consensus::encode::VarInt;
 use bitcoin::hashes::Hash;
@@ -25,6 +26,7 @@ use crate::chain::Template;
 use crate::coinbase::{
     self, assemble_block, CoinbaseError, CoinbaseSpec, WITNESS_COMMITMENT_MAGIC,
 };
+use crate::reward::JobPayouts;
 
 /// Bitcoin's weight units per byte of non-witness data (BIP141).
 const WITNESS_SCALE_FACTOR: u64 = 4;
@@ -103,12 +105,23 @@ pub enum TemplateError {
 /// The pool's part of every coinbase.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CoinbaseConfig {
-    pub payout: ScriptBuf,
     pub pool_tag: Vec<u8>,
     pub extranonce_len: usize,
 }
 
 impl BlockTemplate {
+    /// The template's `bits`.
+    ///
+    /// # Errors
+    /// [`TemplateError::Bits`] when `bits` is not 8 hex digits.
+    pub fn compact_bits(&self) -> Result<CompactTarget, TemplateError> {
+        u32::from_str_radix(&self.bits, 16)
+            .ok()
+            .filter(|_| self.bits.len() == 8)
+            .map(CompactTarget::from_consensus)
+            .ok_or_else(|| TemplateError::Bits(self.bits.clone()))
+    }
+
     /// The tip this template builds on.
     ///
     /// # Errors
@@ -124,21 +137,20 @@ impl BlockTemplate {
     /// # Errors
     /// A [`TemplateError`] naming the field or transaction that does not parse, or a
     /// coinbase that cannot be built or does not fit at all.
-    pub fn to_template(&self, config: &CoinbaseConfig) -> Result<Template, TemplateError> {
+    pub fn to_template(
+        &self,
+        config: &CoinbaseConfig,
+        payouts: JobPayouts,
+    ) -> Result<Template, TemplateError> {
         let prev_hash = self.prev_hash()?;
-        let bits = u32::from_str_radix(&self.bits, 16)
-            .ok()
-            .filter(|_| self.bits.len() == 8)
-            .map(CompactTarget::from_consensus)
-            .ok_or_else(|| TemplateError::Bits(self.bits.clone()))?;
+        let bits = self.compact_bits()?;
         let transactions = self.decode_transactions()?;
         let coinbase_value = Amount::from_sat(self.coinbasevalue);
 
         let build = |kept: &[Transaction]| -> Result<_, TemplateError> {
             let spec = CoinbaseSpec {
                 height: self.height,
-                value: coinbase_value,
-                payout: &config.payout,
+                outputs: &payouts.split.outputs,
                 pool_tag: &config.pool_tag,
                 extranonce_len: config.extranonce_len,
                 witness_commitment: Some(witness_commitment(kept)),
@@ -177,6 +189,7 @@ impl BlockTemplate {
             merkle_branch: branch_from_txids(&txids),
             transactions,
             coinbase_value,
+            payouts: Arc::new(payouts),
         })
     }
 

@@ -21,18 +21,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use bitcoin::{BlockHash, Network};
+use bitcoin::{Amount, BlockHash, Network};
 use quarry_protocol::share::block_hash;
+use quarry_protocol::target::network_difficulty;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::accounting::{now_ms, Accounting};
+use crate::accounting::now_ms;
 use crate::chain::Template;
 use crate::cluster::Cluster;
-use crate::jobs::JobBook;
-use crate::ledger::{FoundBlock, Ledger};
+use crate::ledger::{FoundBlock, BLOCK_ACCEPTED};
+use crate::reward::Reward;
+use crate::source::Outlets;
 use crate::validate::Solved;
 use gbt::{BlockTemplate, CoinbaseConfig};
 use rpc::{RpcClient, RpcError};
@@ -149,9 +151,7 @@ pub struct BitcoindSource {
     rpc: RpcClient,
     coinbase: CoinbaseConfig,
     settings: Settings,
-    book: Arc<JobBook>,
-    ledger: Arc<dyn Ledger>,
-    accounting: Arc<Accounting>,
+    out: Outlets,
     /// The cluster node this pool is (`None` when it runs alone).
     node: Option<u8>,
     /// Woken when any node of the cluster recorded a found block: check the tip at once.
@@ -170,16 +170,15 @@ impl BitcoindSource {
         connected: Connected,
         coinbase: CoinbaseConfig,
         settings: Settings,
-        book: Arc<JobBook>,
-        ledger: Arc<dyn Ledger>,
-        accounting: Arc<Accounting>,
+        out: Outlets,
         cluster: Option<&Cluster>,
     ) -> anyhow::Result<BitcoindSource> {
-        let unconfirmed = ledger
+        let unconfirmed = out
+            .ledger
             .blocks(1000)
             .await?
             .into_iter()
-            .filter(|b| b.status == "accepted")
+            .filter(|b| b.status == BLOCK_ACCEPTED)
             .map(|b| (b.height, b.hash))
             .collect();
         let first = connected.first;
@@ -194,9 +193,7 @@ impl BitcoindSource {
             rpc: connected.rpc,
             coinbase,
             settings,
-            book,
-            ledger,
-            accounting,
+            out,
             node: cluster.map(Cluster::id),
             block_found: cluster.map(Cluster::block_found),
             tip: Mutex::new(tip),
@@ -302,7 +299,7 @@ impl BitcoindSource {
             tracing::error!(prev = %template.previousblockhash, "template with a bad previousblockhash");
             return;
         };
-        let job = match template.to_template(&self.coinbase) {
+        let job = match job_template(&template, &self.coinbase, &self.out.reward).await {
             Ok(job) => job,
             Err(err) => {
                 tracing::error!(height = template.height, err = %err, "unusable template");
@@ -333,7 +330,7 @@ impl BitcoindSource {
 
     fn publish(&self, job: Template, new_tip: bool) {
         let (height, transactions) = (job.height, job.transactions.len());
-        self.book.publish(job);
+        self.out.book.publish(job);
         if new_tip {
             tracing::info!(height, transactions, "new block template");
         } else {
@@ -359,7 +356,7 @@ impl BitcoindSource {
                 max_job_age = ?self.settings.max_job_age,
                 "no bitcoind has answered for too long: jobs retired, miners must wait"
             );
-            self.book.retire();
+            self.out.book.retire();
         }
     }
 
@@ -382,11 +379,11 @@ impl BitcoindSource {
             }
         }
         let verdict = verdict(&replies);
-        let counters = &self.accounting.totals.submissions;
+        let counters = &self.out.accounting.totals.submissions;
         match &verdict {
             Verdict::Accepted => {
                 counters.accepted.fetch_add(1, Ordering::Relaxed);
-                self.accounting.block_found();
+                self.out.accounting.block_found();
                 self.lock_unconfirmed().push((height, hash));
             }
             Verdict::Rejected(_) => {
@@ -406,8 +403,9 @@ impl BitcoindSource {
             raw,
             status,
             node: self.node,
+            payouts: candidate.job.template.payouts.split.lines.clone(),
         };
-        if let Err(err) = self.ledger.record_block(record).await {
+        if let Err(err) = self.out.ledger.record_block(record).await {
             tracing::error!(%hash, %err, "could not record the found block");
         }
         self.refresh().await;
@@ -428,12 +426,13 @@ impl BitcoindSource {
             let orphaned = BlockHash::from_str(&at_height).ok() != Some(hash);
             if orphaned {
                 tracing::warn!(height, %hash, best = %at_height, "found block orphaned");
-                self.accounting
+                self.out
+                    .accounting
                     .totals
                     .submissions
                     .orphaned
                     .fetch_add(1, Ordering::Relaxed);
-                if let Err(err) = self.ledger.set_block_status(hash, "orphaned").await {
+                if let Err(err) = self.out.ledger.set_block_status(hash, "orphaned").await {
                     tracing::error!(%hash, %err, "could not mark the block orphaned");
                 }
             }
@@ -467,7 +466,7 @@ impl Verdict {
     /// The status stored with the block and shown by the API.
     pub fn status(&self) -> String {
         match self {
-            Verdict::Accepted => crate::ledger::BLOCK_ACCEPTED.to_owned(),
+            Verdict::Accepted => BLOCK_ACCEPTED.to_owned(),
             Verdict::Rejected(reason) | Verdict::Failed(reason) => format!("rejected:{reason}"),
         }
     }
@@ -495,6 +494,23 @@ pub fn verdict(replies: &[(String, Result<Option<String>, RpcError>)]) -> Verdic
         })
         .unwrap_or_else(|| "no node reachable".to_owned());
     Verdict::Failed(reason)
+}
+
+/// The job template for Bitcoin Core's `template`, its coinbase paying per `reward`.
+///
+/// # Errors
+/// The template does not parse or its coinbase cannot be built (see [`BlockTemplate::to_template`]).
+pub async fn job_template(
+    template: &BlockTemplate,
+    coinbase: &CoinbaseConfig,
+    reward: &Reward,
+) -> Result<Template, gbt::TemplateError> {
+    let bits = template.compact_bits()?;
+    let standings = reward
+        .standings(network_difficulty(bits.to_consensus()))
+        .await;
+    let payouts = reward.payouts(&standings, Amount::from_sat(template.coinbasevalue));
+    template.to_template(coinbase, payouts)
 }
 
 /// The payout script for `address` on the node's `network`.

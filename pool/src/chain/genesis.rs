@@ -2,7 +2,7 @@
 
 use bitcoin::block::{Header, Version};
 use bitcoin::hashes::Hash;
-use bitcoin::{Block, BlockHash, Target, TxMerkleNode};
+use bitcoin::{Block, BlockHash, Target, TxMerkleNode, TxOut};
 
 use super::retarget::MAX_NBITS;
 use super::{subsidy, ChainError, ChainParams, BLOCK_VERSION};
@@ -27,8 +27,10 @@ pub fn genesis_bits() -> bitcoin::CompactTarget {
 pub(super) fn mine(params: &ChainParams) -> Result<Block, ChainError> {
     let parts = coinbase::build(&CoinbaseSpec {
         height: 0,
-        value: subsidy(0),
-        payout: &params.payout,
+        outputs: &[TxOut {
+            value: subsidy(0),
+            script_pubkey: params.payout.clone(),
+        }],
         pool_tag: &params.pool_tag,
         extranonce_len: params.extranonce_len,
         witness_commitment: None,

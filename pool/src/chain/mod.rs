@@ -18,15 +18,17 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bitcoin::block::Header;
 use bitcoin::hashes::Hash;
-use bitcoin::{Amount, Block, BlockHash, CompactTarget, ScriptBuf, Target, Transaction};
+use bitcoin::{Amount, Block, BlockHash, CompactTarget, ScriptBuf, Target, Transaction, TxOut};
 use quarry_protocol::merkle::branch_from_txids;
 use quarry_protocol::target::{network_difficulty, Difficulty};
 
 use crate::coinbase::{self, CoinbaseError, CoinbaseParts, CoinbaseSpec};
+use crate::reward::JobPayouts;
 pub use validate::{MAX_FUTURE_BLOCK_TIME, MIN_VERSION};
 
 /// The default target spacing between blocks.
@@ -85,7 +87,7 @@ impl ChainParams {
 }
 
 /// Everything a job needs to mine the next block.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Template {
     pub height: u64,
     pub prev_hash: BlockHash,
@@ -99,8 +101,10 @@ pub struct Template {
     pub transactions: Vec<Transaction>,
     /// The coinbase's merkle branch, raw sha256d siblings bottom-up.
     pub merkle_branch: Vec<[u8; 32]>,
-    /// Subsidy plus fees, all paid to the payout script.
+    /// Subsidy plus fees.
     pub coinbase_value: Amount,
+    /// Who the coinbase pays, and why.
+    pub payouts: Arc<JobPayouts>,
 }
 
 /// Why a chain could not be opened or a block was refused.
@@ -218,7 +222,7 @@ impl EmbeddedChain {
             return Err(ChainError::RetargetInterval);
         }
         // The longest scriptSig the chain will ever template.
-        coinbase::build(&coinbase_spec(&params, MAX_HEIGHT))?;
+        coinbase::build(&coinbase_spec(&params, MAX_HEIGHT, &[]))?;
 
         let mut stored = stored.into_iter();
         let Some(raw_genesis) = stored.next() else {
@@ -331,14 +335,23 @@ impl EmbeddedChain {
         times.get(times.len() / 2).copied().unwrap_or(0)
     }
 
+    /// The network difficulty of the next block.
+    pub fn next_difficulty(&self) -> f64 {
+        network_difficulty(self.next_bits().to_consensus())
+    }
+
     /// The template for the next block at wall-clock `now` (unix seconds):
-    /// time = `max(now, median time past + 1)`, bits per retarget.
-    pub fn template(&self, now: u32) -> Template {
+    /// time = `max(now, median time past + 1)`, bits per retarget, its coinbase paying
+    /// what `pay` makes of the block's value.
+    pub fn template(&self, now: u32, pay: impl FnOnce(Amount) -> JobPayouts) -> Template {
         let height = self.next_height();
         let value = subsidy(height);
-        // `open` built the longest coinbase this chain can need, so this cannot fail
+        let payouts = pay(value);
+        // `open` built the longest scriptSig this chain can need, so this cannot fail
         // below `MAX_HEIGHT`, which `accept` never passes.
-        let coinbase = coinbase::build(&coinbase_spec(&self.params, height)).unwrap_or_default();
+        let coinbase =
+            coinbase::build(&coinbase_spec(&self.params, height, &payouts.split.outputs))
+                .unwrap_or_default();
         Template {
             height,
             prev_hash: self.tip_hash(),
@@ -349,6 +362,7 @@ impl EmbeddedChain {
             transactions: Vec::new(),
             merkle_branch: branch_from_txids(&[]),
             coinbase_value: value,
+            payouts: Arc::new(payouts),
         }
     }
 
@@ -412,11 +426,14 @@ impl EmbeddedChain {
     }
 }
 
-fn coinbase_spec(params: &ChainParams, height: u64) -> CoinbaseSpec<'_> {
+fn coinbase_spec<'a>(
+    params: &'a ChainParams,
+    height: u64,
+    outputs: &'a [TxOut],
+) -> CoinbaseSpec<'a> {
     CoinbaseSpec {
         height,
-        value: subsidy(height),
-        payout: &params.payout,
+        outputs,
         pool_tag: &params.pool_tag,
         extranonce_len: params.extranonce_len,
         witness_commitment: None,

@@ -20,6 +20,11 @@ fn payout() -> ScriptBuf {
     ScriptBuf::from_bytes([&[0x00, 0x14][..], &[0x11; 20]].concat())
 }
 
+/// The next template, paying everything to [`payout`].
+fn operator_template(chain: &EmbeddedChain, now: u32) -> Template {
+    chain.template(now, |value| JobPayouts::operator(value, &payout()))
+}
+
 fn params(initial_difficulty: f64) -> ChainParams {
     ChainParams {
         initial_difficulty,
@@ -98,7 +103,7 @@ fn mine(chain: &mut EmbeddedChain, count: usize, spacing: u32) -> Vec<Vec<u8>> {
         } else {
             chain.header(chain.height()).unwrap().time + spacing
         };
-        let template = chain.template(time);
+        let template = operator_template(chain, time);
         assert_eq!(template.time, time);
         let block = solve(&template, time);
         assert_eq!(chain.accept(&block, time).unwrap(), template.height);
@@ -110,7 +115,7 @@ fn mine(chain: &mut EmbeddedChain, count: usize, spacing: u32) -> Vec<Vec<u8>> {
 /// A valid next block for `chain` at `START`-based time, not yet accepted.
 fn candidate(chain: &EmbeddedChain) -> (Block, u32) {
     let now = chain.median_time_past().max(START) + 60;
-    (solve(&chain.template(now), now), now)
+    (solve(&operator_template(chain, now), now), now)
 }
 
 fn independently_valid(raw: &[u8], height: u64) {
@@ -173,8 +178,8 @@ fn mined_blocks_extend_the_tip() {
     }
     let tip: Block = bitcoin::consensus::deserialize(raw.last().unwrap()).unwrap();
     assert_eq!(chain.tip_hash(), tip.block_hash());
-    assert_eq!(chain.template(0).prev_hash, tip.block_hash());
-    assert_eq!(chain.template(0).height, 21);
+    assert_eq!(operator_template(&chain, 0).prev_hash, tip.block_hash());
+    assert_eq!(operator_template(&chain, 0).height, 21);
 }
 
 #[test]
@@ -184,9 +189,12 @@ fn template_time_is_after_the_median_time_past() {
     let median = chain.median_time_past();
     // Blocks 1..=11 at START + 60·k: the median of the last 11 is block 6's time.
     assert_eq!(median, START + 300);
-    assert_eq!(chain.template(0).time, median + 1);
-    assert_eq!(chain.template(START + 10_000).time, START + 10_000);
-    let template = chain.template(START);
+    assert_eq!(operator_template(&chain, 0).time, median + 1);
+    assert_eq!(
+        operator_template(&chain, START + 10_000).time,
+        START + 10_000
+    );
+    let template = operator_template(&chain, START);
     assert_eq!(template.coinbase_value, Amount::from_sat(5_000_000_000));
     assert!(template.transactions.is_empty());
     assert!(template.merkle_branch.is_empty());
@@ -203,7 +211,10 @@ fn reopening_restores_height_and_tip() {
     assert_eq!(restored.tip_hash(), chain.tip_hash());
     assert_eq!(restored.genesis(), chain.genesis());
     assert_eq!(restored.next_bits(), chain.next_bits());
-    assert_eq!(restored.template(START), chain.template(START));
+    assert_eq!(
+        operator_template(&restored, START),
+        operator_template(&chain, START)
+    );
 
     // Only the genesis block.
     let restored = EmbeddedChain::open(params(EASY), stored[..1].to_vec()).unwrap();
@@ -471,11 +482,13 @@ fn with_coinbase(block: &Block, coinbase: Transaction) -> Block {
 }
 
 fn coinbase_at(height: u64, value: Amount, commitment: Option<ScriptBuf>) -> Transaction {
-    let payout = payout();
+    let outputs = [TxOut {
+        value,
+        script_pubkey: payout(),
+    }];
     let parts = coinbase::build(&CoinbaseSpec {
         height,
-        value,
-        payout: &payout,
+        outputs: &outputs,
         pool_tag: b"/quarry-test/",
         extranonce_len: 8,
         witness_commitment: commitment,

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::mem;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -67,6 +67,23 @@ pub struct Queue {
 pub(super) struct Shared {
     pub(super) rejects: Mutex<Rejects>,
     pub(super) counters: Counters,
+    /// Id of the oldest share a PPLNS window needs (0: none); pruning keeps it and newer.
+    window_floor: AtomicI64,
+}
+
+impl Shared {
+    /// Keeps shares from `id` on, whatever their age, until a later window moves on.
+    pub(super) fn keep_shares_from(&self, id: i64) {
+        self.window_floor.store(id, Ordering::Relaxed);
+    }
+
+    /// Pruning may delete only shares with ids below this.
+    pub(super) fn prune_below_id(&self) -> i64 {
+        match self.window_floor.load(Ordering::Relaxed) {
+            0 => i64::MAX,
+            floor => floor,
+        }
+    }
 }
 
 impl Queue {

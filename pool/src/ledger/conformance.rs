@@ -113,6 +113,7 @@ fn block(byte: u8, height: u64, time_ms: i64) -> FoundBlock {
         raw: vec![byte; 80 + usize::from(byte)],
         status: "accepted".into(),
         node: byte.is_multiple_of(2).then_some(byte),
+        payouts: Vec::new(),
     }
 }
 

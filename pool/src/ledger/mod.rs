@@ -23,6 +23,7 @@ mod batch;
 pub mod history;
 pub mod postgres;
 pub mod sqlite;
+mod window;
 
 #[cfg(test)]
 mod conformance;
@@ -249,6 +250,22 @@ pub trait Ledger: Send + Sync + fmt::Debug {
             ..RecentWork::default()
         })
     }
+
+    /// Credited difficulty per worker of the newest shares adding up to `window` (the
+    /// oldest one counted only in part), for PPLNS. From then on, share pruning keeps the
+    /// window's shares whatever their age.
+    ///
+    /// # Errors
+    ///
+    /// [`LedgerError::Read`] if the query fails.
+    async fn window_credits(&self, window: f64) -> Result<WindowCredits, LedgerError>;
+
+    /// Every payee's owed balance in sats (negative: paid ahead), by payee.
+    ///
+    /// # Errors
+    ///
+    /// [`LedgerError::Read`] if the query fails.
+    async fn owed(&self) -> Result<Vec<(String, i64)>, LedgerError>;
 
     /// The found block with this hash.
     ///
@@ -482,6 +499,35 @@ pub struct FoundBlock {
     pub status: String,
     /// The cluster node whose miner found it (`None` on a single-node pool).
     pub node: Option<u8>,
+    /// What its coinbase pays each payee (empty when it pays the operator alone). While
+    /// the block is accepted, each line's `earned - paid` is added to its payee's owed
+    /// balance; orphaning the block takes it back.
+    pub payouts: Vec<PayoutLine>,
+}
+
+/// One payee's line of a coinbase's payout table (see [`crate::reward::split`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PayoutLine {
+    pub payee: String,
+    /// Credited difficulty in the window.
+    pub credit: f64,
+    /// What it earned in this block's window, in sats (before owed balances).
+    pub earned: i64,
+    /// Owed going in (negative: paid ahead).
+    pub owed_before: i64,
+    /// Paid in this coinbase.
+    pub paid: i64,
+    /// Owed afterwards: `earned + owed_before - paid`.
+    pub owed_after: i64,
+}
+
+/// The newest shares whose credited difficulty fills a PPLNS window.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WindowCredits {
+    /// Credited difficulty per worker (the oldest share counted only in part).
+    pub workers: Vec<(String, f64)>,
+    /// Id of the oldest share in the window: pruning keeps it and all newer ones.
+    pub oldest_id: Option<i64>,
 }
 
 /// The status of a found block its chain accepted.

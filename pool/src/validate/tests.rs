@@ -15,16 +15,18 @@ use super::{validate, SessionTerms, NTIME_AHEAD};
 use crate::chain::{ChainParams, EmbeddedChain};
 use crate::jobs::JobBook;
 use crate::ledger::RejectKind;
+use crate::reward::JobPayouts;
 
 const EN2_SIZE: usize = 4;
 const POOL_MASK: u32 = 0x1fff_e000;
 
 fn book() -> JobBook {
-    let mut params = ChainParams::new(ScriptBuf::from_bytes(vec![0x51]));
+    let payout = ScriptBuf::from_bytes(vec![0x51]);
+    let mut params = ChainParams::new(payout.clone());
     // Far above any share difficulty here: no submit solves a block.
     params.initial_difficulty = 1e6;
     let chain = EmbeddedChain::open(params, Vec::new()).expect("a fresh chain");
-    JobBook::new(chain.template(1_700_000_000))
+    JobBook::new(chain.template(1_700_000_000, |value| JobPayouts::operator(value, &payout)))
 }
 
 fn terms(mask: u32, difficulty: f64) -> SessionTerms<'static> {

@@ -26,12 +26,23 @@ fn template(name: &str) -> BlockTemplate {
 /// pool owns (the fixture's last two, `00 01`, are variant 0x0100).
 fn fixture_coinbase() -> CoinbaseConfig {
     CoinbaseConfig {
-        payout: ScriptBuf::from_bytes(
-            hex::decode("0014b5649baabd65219af6ab6f782099a7976f5edce3").unwrap(),
-        ),
         pool_tag: b"/quarry-fixture/".to_vec(),
         extranonce_len: 10,
     }
+}
+
+/// The fixture block's payout script.
+fn fixture_payout() -> ScriptBuf {
+    ScriptBuf::from_bytes(hex::decode("0014b5649baabd65219af6ab6f782099a7976f5edce3").unwrap())
+}
+
+/// The job for `gbt` with the fixture's coinbase, paying everything to the payout script.
+fn job(gbt: &BlockTemplate) -> Result<Template, TemplateError> {
+    let value = Amount::from_sat(gbt.coinbasevalue);
+    gbt.to_template(
+        &fixture_coinbase(),
+        JobPayouts::operator(value, &fixture_payout()),
+    )
 }
 
 fn unhex(value: &Value) -> Vec<u8> {
@@ -67,7 +78,7 @@ fn block(job: &Template, extranonce: &[u8], nonce: u32) -> Block {
 fn the_accepted_block_is_rebuilt_byte_for_byte() {
     let facts: Value = serde_json::from_str(&fixture("block-from-gbt-many.json")).unwrap();
     let gbt = template("gbt-many.json");
-    let job = gbt.to_template(&fixture_coinbase()).unwrap();
+    let job = job(&gbt).unwrap();
 
     let stratum = &facts["stratum"];
     assert_eq!(job.coinbase.coinb1, unhex(&stratum["coinb1"]));
@@ -124,7 +135,7 @@ fn the_accepted_block_is_rebuilt_byte_for_byte() {
 fn every_template_gives_a_consistent_block() {
     for name in ["gbt-empty.json", "gbt-2tx.json", "gbt-many.json"] {
         let gbt = template(name);
-        let job = gbt.to_template(&fixture_coinbase()).unwrap();
+        let job = job(&gbt).unwrap();
         let block = block(&job, &[0x5a; 10], 0);
         assert!(block.check_merkle_root(), "{name}");
         assert!(block.check_witness_commitment(), "{name}");
@@ -154,24 +165,21 @@ fn every_template_gives_a_consistent_block() {
         let expected: Vec<&String> = gbt.transactions.iter().map(|t| &t.txid).collect();
         assert_eq!(txids.iter().collect::<Vec<_>>(), expected, "{name}");
         assert_eq!(block.txdata[0].output[0].value.to_sat(), gbt.coinbasevalue);
-        assert_eq!(
-            block.txdata[0].output[0].script_pubkey,
-            fixture_coinbase().payout
-        );
+        assert_eq!(block.txdata[0].output[0].script_pubkey, fixture_payout());
     }
 }
 
 #[test]
 fn transactions_that_do_not_fit_with_the_coinbase_are_dropped_from_the_end() {
     let mut gbt = template("gbt-many.json");
-    let all = gbt.to_template(&fixture_coinbase()).unwrap();
+    let all = job(&gbt).unwrap();
     let full = block(&all, &[0; 10], 0);
     // Leave room for everything but the last three transactions.
     let last_three: u64 = full.txdata[30..].iter().map(|tx| tx.weight().to_wu()).sum();
     gbt.weightlimit = Some(full.weight().to_wu() - last_three);
-    let job = gbt.to_template(&fixture_coinbase()).unwrap();
-    assert_eq!(job.transactions.len(), 29);
-    let trimmed = block(&job, &[0; 10], 0);
+    let fitted = job(&gbt).unwrap();
+    assert_eq!(fitted.transactions.len(), 29);
+    let trimmed = block(&fitted, &[0; 10], 0);
     assert!(trimmed.weight().to_wu() <= gbt.weightlimit.unwrap());
     assert!(trimmed.check_merkle_root());
     assert!(trimmed.check_witness_commitment(), "commitment recomputed");
@@ -179,13 +187,13 @@ fn transactions_that_do_not_fit_with_the_coinbase_are_dropped_from_the_end() {
     let mut gbt = template("gbt-many.json");
     let sigops: u64 = gbt.transactions.iter().map(|t| t.sigops).sum();
     gbt.sigoplimit = Some(sigops - 1);
-    let job = gbt.to_template(&fixture_coinbase()).unwrap();
-    assert!(job.transactions.len() < 32);
+    let trimmed = job(&gbt).unwrap();
+    assert!(trimmed.transactions.len() < 32);
 
     let mut gbt = template("gbt-empty.json");
     gbt.sizelimit = Some(100);
     assert!(matches!(
-        gbt.to_template(&fixture_coinbase()),
+        job(&gbt),
         Err(TemplateError::CoinbaseTooBig { .. })
     ));
 }
@@ -196,13 +204,13 @@ fn a_transaction_that_does_not_match_its_txid_is_refused() {
     gbt.transactions.swap(0, 1);
     let txid = gbt.transactions[0].txid.clone();
     gbt.transactions[0].txid = gbt.transactions[1].txid.clone();
-    let err = gbt.to_template(&fixture_coinbase()).unwrap_err();
+    let err = job(&gbt).unwrap_err();
     assert!(matches!(err, TemplateError::Txid { index: 0, .. }), "{err}");
     assert!(err.to_string().contains(&txid), "{err}");
 
     let mut gbt = template("gbt-2tx.json");
     gbt.transactions[1].data.truncate(20);
-    let err = gbt.to_template(&fixture_coinbase()).unwrap_err();
+    let err = job(&gbt).unwrap_err();
     assert!(
         matches!(err, TemplateError::Transaction { index: 1, .. }),
         "{err}"
@@ -211,9 +219,7 @@ fn a_transaction_that_does_not_match_its_txid_is_refused() {
     let mut gbt = template("gbt-empty.json");
     gbt.bits = "7fffff".into();
     assert_eq!(
-        gbt.to_template(&fixture_coinbase())
-            .unwrap_err()
-            .to_string(),
+        job(&gbt).unwrap_err().to_string(),
         "bits \"7fffff\" is not 8 hex digits"
     );
 }

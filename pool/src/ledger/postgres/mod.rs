@@ -20,6 +20,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,12 +32,17 @@ use tokio_postgres::{Client, Config, NoTls};
 
 use super::batch::Queue;
 use super::history::{Bucket, RecentWork, Scope};
-use super::{FoundBlock, Ledger, LedgerError, LedgerOptions, WorkerTotals};
+use super::window::WindowFill;
+use super::{
+    FoundBlock, Ledger, LedgerError, LedgerOptions, PayoutLine, WindowCredits, WorkerTotals,
+};
 
 /// How long connecting to the server may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read connections pooled at most.
 const READ_CONNECTIONS: usize = 4;
+/// Shares read per query while filling a PPLNS window.
+const WINDOW_CHUNK: i64 = 10_000;
 
 /// The PostgreSQL ledger.
 pub struct PostgresLedger {
@@ -334,6 +340,44 @@ impl PostgresLedger {
     }
 }
 
+impl PostgresLedger {
+    /// The payout tables of the blocks with these hashes (those that have one).
+    async fn payouts_of(
+        &self,
+        hashes: Vec<Vec<u8>>,
+    ) -> Result<Vec<(Vec<u8>, Vec<PayoutLine>)>, LedgerError> {
+        let rows = self
+            .read("payout tables", async |client| {
+                client
+                    .query(
+                        "SELECT block_hash, payee, credit, earned, owed_before, paid, owed_after \
+                         FROM block_payouts WHERE block_hash = ANY($1) \
+                         ORDER BY block_hash, payee",
+                        &[&hashes],
+                    )
+                    .await
+            })
+            .await?;
+        let mut tables: Vec<(Vec<u8>, Vec<PayoutLine>)> = Vec::new();
+        for row in &rows {
+            let hash: Vec<u8> = row.get(0);
+            let line = PayoutLine {
+                payee: row.get(1),
+                credit: row.get(2),
+                earned: row.get(3),
+                owed_before: row.get(4),
+                paid: row.get(5),
+                owed_after: row.get(6),
+            };
+            match tables.last_mut() {
+                Some((last, lines)) if *last == hash => lines.push(line),
+                _ => tables.push((hash, vec![line])),
+            }
+        }
+        Ok(tables)
+    }
+}
+
 #[async_trait::async_trait]
 impl Ledger for PostgresLedger {
     fn queue(&self) -> &Queue {
@@ -441,7 +485,11 @@ impl Ledger for PostgresLedger {
                     .await
             })
             .await?;
-        Ok(row.map(|row| FoundBlock {
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut payouts = self.payouts_of(vec![bytes]).await?;
+        Ok(Some(FoundBlock {
             height: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
             hash,
             worker: row.get(1),
@@ -449,7 +497,52 @@ impl Ledger for PostgresLedger {
             raw: row.get(3),
             status: row.get(4),
             node: node_id(row.get(5)),
+            payouts: payouts.pop().map(|(_, lines)| lines).unwrap_or_default(),
         }))
+    }
+
+    async fn window_credits(&self, window: f64) -> Result<WindowCredits, LedgerError> {
+        let credits = self
+            .read("the PPLNS window", async |client| {
+                let mut fill = WindowFill::new(window);
+                let mut below = i64::MAX;
+                while !fill.is_full() {
+                    let rows = client
+                        .query(
+                            "SELECT shares.id, workers.name, shares.difficulty FROM shares \
+                             JOIN workers ON workers.id = shares.worker_id \
+                             WHERE shares.id < $1 ORDER BY shares.id DESC LIMIT $2",
+                            &[&below, &WINDOW_CHUNK],
+                        )
+                        .await?;
+                    let Some(last) = rows.last() else {
+                        break;
+                    };
+                    below = last.get(0);
+                    for row in &rows {
+                        if fill.add(row.get(0), row.get(1), row.get(2)) {
+                            break;
+                        }
+                    }
+                }
+                Ok(fill.finish())
+            })
+            .await?;
+        if let Some(id) = credits.oldest_id {
+            self.queue.shared.keep_shares_from(id);
+        }
+        Ok(credits)
+    }
+
+    async fn owed(&self) -> Result<Vec<(String, i64)>, LedgerError> {
+        let rows = self
+            .read("owed balances", async |client| {
+                client
+                    .query("SELECT payee, sats FROM owed ORDER BY payee", &[])
+                    .await
+            })
+            .await?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
     }
 
     async fn blocks(&self, limit: usize) -> Result<Vec<FoundBlock>, LedgerError> {
@@ -465,9 +558,13 @@ impl Ledger for PostgresLedger {
                     .await
             })
             .await?;
+        let hashes: Vec<Vec<u8>> = rows.iter().map(|row| row.get(1)).collect();
+        let mut payouts: HashMap<Vec<u8>, Vec<PayoutLine>> =
+            self.payouts_of(hashes).await?.into_iter().collect();
         rows.iter()
             .map(|row| {
                 let hash: Vec<u8> = row.get(1);
+                let lines = payouts.remove(&hash).unwrap_or_default();
                 let hash =
                     <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| LedgerError::Read {
                         location: self.queue.location().into(),
@@ -483,6 +580,7 @@ impl Ledger for PostgresLedger {
                     raw: row.get(4),
                     status: row.get(5),
                     node: node_id(row.get(6)),
+                    payouts: lines,
                 })
             })
             .collect()

@@ -12,7 +12,7 @@ use tokio_postgres::Client;
 use crate::ledger::LedgerError;
 
 /// The migrations in order; entry `i` takes the schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The advisory lock key migrations hold (`quarry` in ASCII).
 const MIGRATION_LOCK: i64 = 0x7175_6172_7279;
@@ -129,6 +129,25 @@ CREATE TABLE pool_state (
 INSERT INTO pool_state (id, block_epoch) VALUES (0, 0);
 ALTER TABLE workers ADD COLUMN best_share_since_block DOUBLE PRECISION NOT NULL DEFAULT 0;
 ALTER TABLE workers ADD COLUMN best_share_epoch BIGINT NOT NULL DEFAULT 0;
+";
+
+/// Version 5: PPLNS in the coinbase: each found block's payout table, and every payee's
+/// owed balance in sats (the sum of `earned - paid` over its accepted blocks).
+const V5: &str = "
+CREATE TABLE block_payouts (
+    block_hash BYTEA NOT NULL,
+    payee TEXT NOT NULL,
+    credit DOUBLE PRECISION NOT NULL,
+    earned BIGINT NOT NULL,
+    owed_before BIGINT NOT NULL,
+    paid BIGINT NOT NULL,
+    owed_after BIGINT NOT NULL,
+    PRIMARY KEY (block_hash, payee)
+);
+CREATE TABLE owed (
+    payee TEXT PRIMARY KEY,
+    sats BIGINT NOT NULL
+);
 ";
 
 /// Brings the database up to the newest schema version.

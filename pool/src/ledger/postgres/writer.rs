@@ -16,12 +16,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bitcoin::hashes::Hash;
+use bitcoin::BlockHash;
 use tokio::sync::mpsc;
 use tokio_postgres::{Client, Statement, Transaction};
 
 use super::{history, Target};
 use crate::ledger::batch::{now_ms, sql_count, Batch, Command, Op, Shared, SharedError};
-use crate::ledger::{BoxError, FoundBlock, LedgerError, LedgerOptions};
+use crate::ledger::{BoxError, FoundBlock, LedgerError, LedgerOptions, BLOCK_ACCEPTED};
 
 /// The longest a batch may take to apply and commit before its connection is dropped.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,6 +67,17 @@ const NOTIFY_BLOCK: &str = "SELECT pg_notify('quarry_block', $1)";
 /// Tells every node the embedded chain grew, at commit.
 const NOTIFY_CHAIN: &str = "SELECT pg_notify('quarry_chain', $1)";
 const SET_BLOCK_STATUS: &str = "UPDATE blocks SET status = $2 WHERE hash = $1";
+const BLOCK_STATUS: &str = "SELECT status FROM blocks WHERE hash = $1 FOR UPDATE";
+const DELETE_PAYOUTS: &str = "DELETE FROM block_payouts WHERE block_hash = $1";
+const INSERT_PAYOUTS: &str = "INSERT INTO block_payouts \
+     (block_hash, payee, credit, earned, owed_before, paid, owed_after) \
+     SELECT $1, * FROM unnest($2::text[], $3::float8[], $4::int8[], $5::int8[], $6::int8[], \
+     $7::int8[])";
+/// Adds (`$2` = 1) or takes back (-1) a block's payouts in the owed balances, locking the
+/// balances in payee order as every node does.
+const APPLY_OWED: &str = "INSERT INTO owed (payee, sats) \
+     SELECT payee, $2::int8 * (earned - paid) FROM block_payouts WHERE block_hash = $1 \
+     ORDER BY payee ON CONFLICT (payee) DO UPDATE SET sats = owed.sats + excluded.sats";
 /// A new block epoch: every worker's best share since the last block starts over.
 const NEXT_EPOCH: &str = "UPDATE pool_state SET block_epoch = block_epoch + 1";
 const CHAIN_NEXT: &str = "SELECT coalesce(max(height) + 1, 0)::int8 FROM chain";
@@ -74,8 +86,8 @@ const INSERT_CHAIN: &str =
     "INSERT INTO chain (height, raw) VALUES ($1, $2) ON CONFLICT (height) DO NOTHING";
 /// Serializes appends of every node: one extends the chain at a time.
 const LOCK_CHAIN: &str = "SELECT pg_advisory_xact_lock(7177617268617769)";
-const PRUNE: &str =
-    "DELETE FROM shares WHERE id IN (SELECT id FROM shares WHERE time_ms < $1 LIMIT $2)";
+const PRUNE: &str = "DELETE FROM shares WHERE id IN \
+     (SELECT id FROM shares WHERE time_ms < $1 AND id < $3 LIMIT $2)";
 
 /// The statements of every batch, prepared once per connection (a statement named by its
 /// text alone would be parsed again on every use: one more round trip each).
@@ -236,15 +248,7 @@ impl Writer {
                     None
                 }
                 Op::Block(block) => put_block(&tx, block).await?,
-                Op::BlockStatus(hash, status) => {
-                    let changed = tx
-                        .execute(
-                            SET_BLOCK_STATUS,
-                            &[&hash.to_byte_array().as_slice(), status],
-                        )
-                        .await?;
-                    (changed == 0).then_some(LedgerError::UnknownBlock { hash: *hash })
-                }
+                Op::BlockStatus(hash, status) => set_block_status(&tx, hash, status).await?,
                 Op::ChainBlock(height, raw) => append_chain(&tx, *height, raw).await?,
                 Op::History(rows, now_ms) => {
                     let node = self.node.load(std::sync::atomic::Ordering::Relaxed);
@@ -296,7 +300,11 @@ impl Writer {
             return;
         }
         let cutoff = now_ms().saturating_sub(retention_ms);
-        match client.execute(PRUNE, &[&cutoff, &PRUNE_CHUNK]).await {
+        let below = self.shared.prune_below_id();
+        match client
+            .execute(PRUNE, &[&cutoff, &PRUNE_CHUNK, &below])
+            .await
+        {
             Ok(deleted) if deleted >= PRUNE_CHUNK as u64 => {}
             Ok(deleted) => {
                 if deleted > 0 {
@@ -394,10 +402,16 @@ async fn put_block(
             height: block.height,
         }));
     };
+    let hash = block.hash.to_byte_array();
+    let hash = hash.as_slice();
+    // Recorded again: its old payouts leave the owed balances first.
+    if status_of(tx, hash).await?.as_deref() == Some(BLOCK_ACCEPTED) {
+        tx.execute(APPLY_OWED, &[&hash, &-1i64]).await?;
+    }
     tx.execute(
         UPSERT_BLOCK,
         &[
-            &block.hash.to_byte_array().as_slice(),
+            &hash,
             &height,
             &block.worker,
             &block.time_ms,
@@ -407,8 +421,64 @@ async fn put_block(
         ],
     )
     .await?;
+    tx.execute(DELETE_PAYOUTS, &[&hash]).await?;
+    if !block.payouts.is_empty() {
+        let lines = &block.payouts;
+        let payees: Vec<&str> = lines.iter().map(|l| l.payee.as_str()).collect();
+        let credits: Vec<f64> = lines.iter().map(|l| l.credit).collect();
+        let column = |f: fn(&crate::ledger::PayoutLine) -> i64| -> Vec<i64> {
+            lines.iter().map(f).collect()
+        };
+        tx.execute(
+            INSERT_PAYOUTS,
+            &[
+                &hash,
+                &payees,
+                &credits,
+                &column(|l| l.earned),
+                &column(|l| l.owed_before),
+                &column(|l| l.paid),
+                &column(|l| l.owed_after),
+            ],
+        )
+        .await?;
+    }
+    if block.status == BLOCK_ACCEPTED {
+        tx.execute(APPLY_OWED, &[&hash, &1i64]).await?;
+    }
     tx.execute(NOTIFY_BLOCK, &[&block.height.to_string()])
         .await?;
+    Ok(None)
+}
+
+async fn status_of(
+    tx: &Transaction<'_>,
+    hash: &[u8],
+) -> Result<Option<String>, tokio_postgres::Error> {
+    Ok(tx
+        .query_opt(BLOCK_STATUS, &[&hash])
+        .await?
+        .map(|row| row.get(0)))
+}
+
+/// Sets a block's status; payouts count while it is accepted, so orphaning it takes
+/// them back from the owed balances.
+async fn set_block_status(
+    tx: &Transaction<'_>,
+    hash: &BlockHash,
+    status: &str,
+) -> Result<Option<LedgerError>, tokio_postgres::Error> {
+    let bytes = hash.to_byte_array();
+    let bytes = bytes.as_slice();
+    let Some(old) = status_of(tx, bytes).await? else {
+        return Ok(Some(LedgerError::UnknownBlock { hash: *hash }));
+    };
+    let (was, is) = (old == BLOCK_ACCEPTED, status == BLOCK_ACCEPTED);
+    if was != is {
+        let sign: i64 = if is { 1 } else { -1 };
+        tx.execute(APPLY_OWED, &[&bytes, &sign]).await?;
+    }
+    tx.execute(SET_BLOCK_STATUS, &[&bytes, &status]).await?;
     Ok(None)
 }
 

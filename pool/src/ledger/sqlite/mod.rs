@@ -28,7 +28,10 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::batch::Queue;
 use super::history::{Bucket, Scope};
-use super::{FoundBlock, Ledger, LedgerError, LedgerOptions, WorkerTotals};
+use super::window::WindowFill;
+use super::{
+    FoundBlock, Ledger, LedgerError, LedgerOptions, PayoutLine, WindowCredits, WorkerTotals,
+};
 use writer::Writer;
 
 /// The database file's name inside the data directory.
@@ -235,10 +238,46 @@ impl Ledger for SqliteLedger {
                         raw: row.get(3)?,
                         status: row.get(4)?,
                         node: row.get(5)?,
+                        payouts: Vec::new(),
                     })
                 },
             )
-            .optional()
+            .optional()?
+            .map(|block| with_payouts(conn, block))
+            .transpose()
+        })
+        .await
+    }
+
+    async fn window_credits(&self, window: f64) -> Result<WindowCredits, LedgerError> {
+        let credits = self
+            .read("the PPLNS window", move |conn| {
+                let mut statement = conn.prepare_cached(
+                    "SELECT shares.id, workers.name, shares.difficulty FROM shares \
+                     JOIN workers ON workers.id = shares.worker_id ORDER BY shares.id DESC",
+                )?;
+                let mut rows = statement.query([])?;
+                let mut window_fill = WindowFill::new(window);
+                while let Some(row) = rows.next()? {
+                    if window_fill.add(row.get(0)?, row.get(1)?, row.get(2)?) {
+                        break;
+                    }
+                }
+                Ok(window_fill.finish())
+            })
+            .await?;
+        if let Some(id) = credits.oldest_id {
+            self.queue.shared.keep_shares_from(id);
+        }
+        Ok(credits)
+    }
+
+    async fn owed(&self) -> Result<Vec<(String, i64)>, LedgerError> {
+        self.read("owed balances", |conn| {
+            let mut statement =
+                conn.prepare_cached("SELECT payee, sats FROM owed ORDER BY payee")?;
+            let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect()
         })
         .await
     }
@@ -260,9 +299,14 @@ impl Ledger for SqliteLedger {
                     raw: row.get(4)?,
                     status: row.get(5)?,
                     node: row.get(6)?,
+                    payouts: Vec::new(),
                 })
             })?;
-            rows.collect()
+            let blocks: Vec<FoundBlock> = rows.collect::<rusqlite::Result<_>>()?;
+            blocks
+                .into_iter()
+                .map(|block| with_payouts(conn, block))
+                .collect()
         })
         .await
     }
@@ -288,4 +332,24 @@ impl std::fmt::Debug for SqliteLedger {
             .field("path", &self.path)
             .finish_non_exhaustive()
     }
+}
+
+/// `block` with its payout table, by payee.
+fn with_payouts(conn: &Connection, mut block: FoundBlock) -> rusqlite::Result<FoundBlock> {
+    let mut statement = conn.prepare_cached(
+        "SELECT payee, credit, earned, owed_before, paid, owed_after FROM block_payouts \
+         WHERE block_hash = ?1 ORDER BY payee",
+    )?;
+    let rows = statement.query_map(params![block.hash.to_byte_array()], |row| {
+        Ok(PayoutLine {
+            payee: row.get(0)?,
+            credit: row.get(1)?,
+            earned: row.get(2)?,
+            owed_before: row.get(3)?,
+            paid: row.get(4)?,
+            owed_after: row.get(5)?,
+        })
+    })?;
+    block.payouts = rows.collect::<rusqlite::Result<_>>()?;
+    Ok(block)
 }

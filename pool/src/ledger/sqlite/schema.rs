@@ -10,7 +10,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::ledger::LedgerError;
 
 /// The migrations in order; entry `i` takes the schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// Version 1: workers with their totals, accepted shares, found blocks, the embedded chain.
 ///
@@ -89,6 +89,25 @@ CREATE TABLE pool_state (
 INSERT INTO pool_state (id, block_epoch) VALUES (0, 0);
 ALTER TABLE workers ADD COLUMN best_share_since_block REAL NOT NULL DEFAULT 0;
 ALTER TABLE workers ADD COLUMN best_share_epoch INTEGER NOT NULL DEFAULT 0;
+";
+
+/// Version 5: PPLNS in the coinbase: each found block's payout table, and every payee's
+/// owed balance in sats (the sum of `earned - paid` over its accepted blocks).
+const V5: &str = "
+CREATE TABLE block_payouts (
+    block_hash BLOB NOT NULL,
+    payee TEXT NOT NULL,
+    credit REAL NOT NULL,
+    earned INTEGER NOT NULL,
+    owed_before INTEGER NOT NULL,
+    paid INTEGER NOT NULL,
+    owed_after INTEGER NOT NULL,
+    PRIMARY KEY (block_hash, payee)
+) STRICT;
+CREATE TABLE owed (
+    payee TEXT PRIMARY KEY,
+    sats INTEGER NOT NULL
+) STRICT;
 ";
 
 /// Brings the database at `location` up to the newest schema version.

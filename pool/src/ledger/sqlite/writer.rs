@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::history;
 use crate::ledger::batch::{now_ms, sql_count, Batch, Command, Op, Shared, SharedError};
-use crate::ledger::{FoundBlock, LedgerError};
+use crate::ledger::{FoundBlock, LedgerError, BLOCK_ACCEPTED};
 
 /// How often the writer deletes expired share rows.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
@@ -46,13 +46,22 @@ const UPSERT_BLOCK: &str = "INSERT INTO blocks (hash, height, worker, time_ms, r
      time_ms = excluded.time_ms, raw = excluded.raw, status = excluded.status, \
      node = excluded.node";
 const SET_BLOCK_STATUS: &str = "UPDATE blocks SET status = ?2 WHERE hash = ?1";
+const BLOCK_STATUS: &str = "SELECT status FROM blocks WHERE hash = ?1";
+const DELETE_PAYOUTS: &str = "DELETE FROM block_payouts WHERE block_hash = ?1";
+const INSERT_PAYOUT: &str = "INSERT INTO block_payouts \
+     (block_hash, payee, credit, earned, owed_before, paid, owed_after) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+/// Adds (`?2` = 1) or takes back (-1) a block's payouts in the owed balances.
+const APPLY_OWED: &str = "INSERT INTO owed (payee, sats) \
+     SELECT payee, ?2 * (earned - paid) FROM block_payouts WHERE block_hash = ?1 \
+     ORDER BY payee ON CONFLICT (payee) DO UPDATE SET sats = owed.sats + excluded.sats";
 /// A new block epoch: every worker's best share since the last block starts over.
 const NEXT_EPOCH: &str = "UPDATE pool_state SET block_epoch = block_epoch + 1";
 const CHAIN_NEXT: &str = "SELECT coalesce(max(height) + 1, 0) FROM chain";
 const CHAIN_AT: &str = "SELECT raw FROM chain WHERE height = ?1";
 const INSERT_CHAIN: &str = "INSERT INTO chain (height, raw) VALUES (?1, ?2)";
-const PRUNE: &str =
-    "DELETE FROM shares WHERE id IN (SELECT id FROM shares WHERE time_ms < ?1 LIMIT ?2)";
+const PRUNE: &str = "DELETE FROM shares WHERE id IN \
+     (SELECT id FROM shares WHERE time_ms < ?1 AND id < ?3 LIMIT ?2)";
 
 /// What the writer remembers between batches; reset whenever a transaction rolls back.
 #[derive(Default)]
@@ -151,10 +160,10 @@ impl Writer {
             return;
         }
         let cutoff = now_ms().saturating_sub(retention_ms);
-        let deleted = self
-            .conn
-            .prepare_cached(PRUNE)
-            .and_then(|mut statement| statement.execute(params![cutoff, PRUNE_CHUNK as i64]));
+        let deleted = self.conn.prepare_cached(PRUNE).and_then(|mut statement| {
+            let below = self.shared.prune_below_id();
+            statement.execute(params![cutoff, PRUNE_CHUNK as i64, below])
+        });
         match deleted {
             // More may remain: continue after the next batch.
             Ok(deleted) if deleted >= PRUNE_CHUNK => {}
@@ -260,6 +269,10 @@ fn put_block(tx: &Transaction<'_>, block: &FoundBlock) -> rusqlite::Result<Optio
         }));
     };
     let hash = block.hash.to_byte_array();
+    // Recorded again: its old payouts leave the owed balances first.
+    if status_of(tx, &hash)?.as_deref() == Some(BLOCK_ACCEPTED) {
+        tx.prepare_cached(APPLY_OWED)?.execute(params![hash, -1])?;
+    }
     tx.prepare_cached(UPSERT_BLOCK)?.execute(params![
         hash,
         height,
@@ -269,7 +282,29 @@ fn put_block(tx: &Transaction<'_>, block: &FoundBlock) -> rusqlite::Result<Optio
         block.status,
         block.node
     ])?;
+    tx.prepare_cached(DELETE_PAYOUTS)?.execute(params![hash])?;
+    let mut insert = tx.prepare_cached(INSERT_PAYOUT)?;
+    for line in &block.payouts {
+        insert.execute(params![
+            hash,
+            line.payee,
+            line.credit,
+            line.earned,
+            line.owed_before,
+            line.paid,
+            line.owed_after
+        ])?;
+    }
+    if block.status == BLOCK_ACCEPTED {
+        tx.prepare_cached(APPLY_OWED)?.execute(params![hash, 1])?;
+    }
     Ok(None)
+}
+
+fn status_of(tx: &Transaction<'_>, hash: &[u8; 32]) -> rusqlite::Result<Option<String>> {
+    tx.prepare_cached(BLOCK_STATUS)?
+        .query_row(params![hash], |row| row.get(0))
+        .optional()
 }
 
 fn set_block_status(
@@ -277,10 +312,20 @@ fn set_block_status(
     hash: &BlockHash,
     status: &str,
 ) -> rusqlite::Result<Option<LedgerError>> {
-    let changed = tx
-        .prepare_cached(SET_BLOCK_STATUS)?
-        .execute(params![hash.to_byte_array(), status])?;
-    Ok((changed == 0).then_some(LedgerError::UnknownBlock { hash: *hash }))
+    let bytes = hash.to_byte_array();
+    let Some(old) = status_of(tx, &bytes)? else {
+        return Ok(Some(LedgerError::UnknownBlock { hash: *hash }));
+    };
+    // Payouts count while the block is accepted: orphaning it takes them back.
+    let (was, is) = (old == BLOCK_ACCEPTED, status == BLOCK_ACCEPTED);
+    if was != is {
+        let sign = if is { 1 } else { -1 };
+        tx.prepare_cached(APPLY_OWED)?
+            .execute(params![bytes, sign])?;
+    }
+    tx.prepare_cached(SET_BLOCK_STATUS)?
+        .execute(params![bytes, status])?;
+    Ok(None)
 }
 
 fn append_chain(

@@ -1,0 +1,201 @@
+//! Who a block pays: the operator alone (`operator`), or every miner in proportion to its
+//! work in the last shares (`pplns`), paid directly by the block's coinbase.
+//!
+//! Under PPLNS a payee is an account: the part of a worker name before the dot, which
+//! must be an address on the chain's network to be paid (an account without one is
+//! carried as owed). Every job's coinbase is split when the job is made ([`split`]), from
+//! the ledger alone: the window's credited difficulty per account and the owed balances.
+//! The window is the newest shares adding up to `window × network difficulty` of credited
+//! difficulty, across every node of a cluster.
+
+pub mod split;
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use bitcoin::address::NetworkUnchecked;
+use bitcoin::{Address, Amount, Network, ScriptBuf};
+use serde::{Deserialize, Serialize};
+
+use crate::accounting::account_of;
+use crate::ledger::{Ledger, LedgerError};
+use split::{Rules, Split, Standing};
+
+/// The reward scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    /// Every block pays the payout address.
+    Operator,
+    /// Every block's coinbase pays the miners of the last shares, less the fee.
+    Pplns,
+}
+
+impl Scheme {
+    /// The name in flags, config and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Operator => "operator",
+            Scheme::Pplns => "pplns",
+        }
+    }
+}
+
+/// How blocks are paid.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RewardConfig {
+    pub scheme: Scheme,
+    /// The window, in multiples of the network difficulty.
+    pub window: f64,
+    pub rules: Rules,
+}
+
+/// A job's payouts: the split its coinbase pays, and what it was made from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobPayouts {
+    pub scheme: Scheme,
+    /// The window's size in credited difficulty (0 under `operator`).
+    pub window: f64,
+    pub fee_bps: u32,
+    pub split: Split,
+}
+
+impl JobPayouts {
+    /// Everything to `operator`: the `operator` scheme.
+    pub fn operator(value: Amount, operator: &ScriptBuf) -> JobPayouts {
+        let rules = Rules {
+            fee_bps: 0,
+            dust: Amount::ZERO,
+            max_outputs: 1,
+        };
+        JobPayouts {
+            scheme: Scheme::Operator,
+            window: 0.0,
+            fee_bps: 0,
+            split: split::split(value, &BTreeMap::new(), operator, rules),
+        }
+    }
+}
+
+/// The standings a job's split is made from, read from the ledger.
+#[derive(Debug, Clone)]
+pub struct Standings {
+    scheme: Scheme,
+    window: f64,
+    payees: BTreeMap<String, Standing>,
+}
+
+/// Reads standings and splits rewards for the job sources.
+pub struct Reward {
+    config: RewardConfig,
+    operator: ScriptBuf,
+    network: Network,
+    ledger: Arc<dyn Ledger>,
+    /// The last standings read, used while the ledger cannot be read.
+    last: Mutex<Option<Arc<Standings>>>,
+}
+
+impl Reward {
+    /// Pays per `config`, the operator's part to `operator`, payees on `network`.
+    pub fn new(
+        config: RewardConfig,
+        operator: ScriptBuf,
+        network: Network,
+        ledger: Arc<dyn Ledger>,
+    ) -> Reward {
+        Reward {
+            config,
+            operator,
+            network,
+            ledger,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// The standings for a job at `network_difficulty`: under PPLNS the window's credits
+    /// and the owed balances (the last ones read, should the ledger fail).
+    pub async fn standings(&self, network_difficulty: f64) -> Arc<Standings> {
+        if self.config.scheme == Scheme::Operator {
+            return Arc::new(Standings {
+                scheme: Scheme::Operator,
+                window: 0.0,
+                payees: BTreeMap::new(),
+            });
+        }
+        let window = self.config.window * network_difficulty;
+        match self.read(window).await {
+            Ok(standings) => {
+                let standings = Arc::new(standings);
+                *self.lock() = Some(standings.clone());
+                standings
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot read the PPLNS window; the last split stands");
+                self.lock().clone().unwrap_or_else(|| {
+                    Arc::new(Standings {
+                        scheme: Scheme::Pplns,
+                        window,
+                        payees: BTreeMap::new(),
+                    })
+                })
+            }
+        }
+    }
+
+    /// What a coinbase of `value` pays under `standings`.
+    pub fn payouts(&self, standings: &Standings, value: Amount) -> JobPayouts {
+        if standings.scheme == Scheme::Operator {
+            return JobPayouts::operator(value, &self.operator);
+        }
+        JobPayouts {
+            scheme: standings.scheme,
+            window: standings.window,
+            fee_bps: self.config.rules.fee_bps,
+            split: split::split(value, &standings.payees, &self.operator, self.config.rules),
+        }
+    }
+
+    async fn read(&self, window: f64) -> Result<Standings, LedgerError> {
+        let credits = self.ledger.window_credits(window).await?;
+        let owed = self.ledger.owed().await?;
+        let mut payees: BTreeMap<String, Standing> = BTreeMap::new();
+        for (worker, credit) in credits.workers {
+            let account = account_of(&worker);
+            payees
+                .entry(account.to_owned())
+                .or_insert_with(|| self.standing(account))
+                .credit += credit;
+        }
+        for (payee, sats) in owed {
+            if sats != 0 {
+                payees
+                    .entry(payee.clone())
+                    .or_insert_with(|| self.standing(&payee))
+                    .owed = sats;
+            }
+        }
+        Ok(Standings {
+            scheme: Scheme::Pplns,
+            window,
+            payees,
+        })
+    }
+
+    /// A payee with nothing yet, paid to its address when it is one on our network.
+    fn standing(&self, account: &str) -> Standing {
+        let script = Address::<NetworkUnchecked>::from_str(account)
+            .ok()
+            .and_then(|address| address.require_network(self.network).ok())
+            .map(|address| address.script_pubkey());
+        Standing {
+            credit: 0.0,
+            owed: 0,
+            script,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<Standings>>> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
