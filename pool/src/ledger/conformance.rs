@@ -60,7 +60,9 @@ macro_rules! conformance_tests {
             a_failed_commit_fails_every_waiter_of_its_batch_and_acks_nothing_false,
             expired_shares_are_pruned_but_totals_kept,
             old_minutes_roll_up_into_hours,
-            an_accepted_block_starts_every_best_share_over
+            an_accepted_block_starts_every_best_share_over,
+            pplns_windows_are_read_newest_first_and_kept_from_pruning,
+            payouts_move_owed_balances_while_their_block_is_accepted
         );
 
         /// A `kill -9` in the middle of a share stream loses no acknowledged share.
@@ -687,6 +689,114 @@ pub(super) async fn expired_shares_are_pruned_but_totals_kept(fixture: &dyn Fixt
         vec![("a.1".to_string(), now, 1.0)]
     );
     assert_eq!(store.worker_totals().await.unwrap()[0].accepted, 2);
+}
+
+/// A PPLNS window is the newest shares filling it (the oldest in part); once read, its
+/// shares survive pruning however old they are, and older ones do not.
+pub(super) async fn pplns_windows_are_read_newest_first_and_kept_from_pruning(
+    fixture: &dyn Fixture,
+) {
+    let now = crate::accounting::now_ms();
+    let day = 86_400_000;
+    let store = fixture.open(keep_all()).await;
+    for (worker, difficulty, age) in [
+        ("x.rig", 4.0, 3 * day),
+        ("y.rig", 2.0, 2 * day),
+        ("z.rig", 1.0, 2 * day),
+        ("y.rig", 1.0, 0),
+    ] {
+        store
+            .record_share(share(worker, difficulty, difficulty, now - age))
+            .await
+            .unwrap();
+    }
+    store.close().await.unwrap();
+    drop(store);
+
+    // A day's retention: every share but the newest has expired.
+    let store = fixture
+        .open(LedgerOptions {
+            share_retention: Duration::from_secs(86_400),
+            ..LedgerOptions::default()
+        })
+        .await;
+    let window = store.window_credits(3.5).await.unwrap();
+    assert_eq!(
+        window.workers,
+        vec![("y.rig".into(), 2.5), ("z.rig".into(), 1.0)],
+        "newest first; y's older share counts for the 1.5 left"
+    );
+    // The writer prunes after its first batch, before taking the second: x's share goes,
+    // the window's stay.
+    for _ in 0..2 {
+        store
+            .record_share(share("y.rig", 1.0, 1.0, now))
+            .await
+            .unwrap();
+    }
+    let kept: Vec<String> = store
+        .shares_since(i64::MIN)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(worker, _, _)| worker)
+        .collect();
+    assert_eq!(kept, ["y.rig", "z.rig", "y.rig", "y.rig", "y.rig"]);
+    assert_eq!(
+        store.window_credits(0.0).await.unwrap(),
+        WindowCredits::default()
+    );
+}
+
+/// A block's payout table is stored with it; while it is accepted each payee's owed
+/// balance carries `earned - paid`, and orphaning it takes that back.
+pub(super) async fn payouts_move_owed_balances_while_their_block_is_accepted(
+    fixture: &dyn Fixture,
+) {
+    let store = fixture.open(keep_all()).await;
+    let line = |payee: &str, earned: i64, paid: i64| PayoutLine {
+        payee: payee.into(),
+        credit: 1.5,
+        earned,
+        owed_before: 0,
+        paid,
+        owed_after: earned - paid,
+    };
+    let mut first = block(1, 10, 1_000);
+    first.payouts = vec![line("big", 99_900, 100_000), line("small", 100, 0)];
+    store.record_block(first.clone()).await.unwrap();
+    let mut refused = block(2, 11, 2_000);
+    refused.status = "rejected:high-hash".into();
+    refused.payouts = vec![line("small", 5_000, 0)];
+    store.record_block(refused).await.unwrap();
+    assert_eq!(
+        store.owed().await.unwrap(),
+        vec![("big".into(), -100), ("small".into(), 100)],
+        "only the accepted block counts"
+    );
+    assert_eq!(
+        store.block(first.hash).await.unwrap().unwrap().payouts,
+        first.payouts
+    );
+    assert_eq!(store.blocks(1).await.unwrap()[0].payouts.len(), 1);
+    // Recording a block again replaces its table and counts it once.
+    store.record_block(first.clone()).await.unwrap();
+    assert_eq!(store.owed().await.unwrap()[1], ("small".into(), 100));
+    store
+        .set_block_status(first.hash, "orphaned")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.owed().await.unwrap(),
+        vec![("big".into(), 0), ("small".into(), 0)]
+    );
+    store.close().await.unwrap();
+    drop(store);
+    let store = fixture.open(keep_all()).await;
+    assert_eq!(
+        store.block(first.hash).await.unwrap().unwrap().payouts,
+        first.payouts
+    );
 }
 
 /// Selects the child mode of [`kill_9_loses_no_acknowledged_share`]: the database, as
