@@ -13,6 +13,7 @@ pub mod peers;
 pub mod postgres;
 pub mod process;
 pub mod proxy;
+pub mod regtest;
 pub mod wire;
 pub mod workspace;
 

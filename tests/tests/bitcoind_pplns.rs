@@ -1,0 +1,247 @@
+//! PPLNS paid in the coinbase on a real Bitcoin Core regtest node (`BITCOIND`), mined by
+//! real miners: three `quarry-miner`s with one, two and four threads, and minerd and
+//! cpuminer-opt when `QUARRY_MINERD` and `QUARRY_CPUMINER_OPT` name them. Every block the
+//! pool finds is accepted by the node and its coinbase pays exactly its stored payout
+//! table; a block the node orphans shows as orphaned; once mature, each miner's address
+//! holds exactly what the tables of the accepted blocks paid it, in proportion to its
+//! credited difficulty.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bitcoin::{Address, Network, ScriptBuf};
+use quarry_tests::miner::poll;
+use quarry_tests::peers::{Peer, PeerMiner, CPUMINER_OPT, MINERD};
+use quarry_tests::regtest::{anyone_can_spend, bitcoind, free_port, Node};
+use quarry_tests::{MinerProcess, PoolProcess};
+use serde_json::{json, Value};
+
+/// Blocks the pool must find before the miners stop.
+const BLOCKS: usize = 40;
+
+/// A regtest address of our own making.
+fn address(seed: u8) -> Address {
+    Address::p2wsh(
+        ScriptBuf::from_bytes(vec![seed]).as_script(),
+        Network::Regtest,
+    )
+}
+
+fn sats(btc: &Value) -> u64 {
+    (btc.as_f64().unwrap() * 1e8).round() as u64
+}
+
+/// The pool's found blocks (at most 1000), newest first.
+fn pool_blocks(pool: &PoolProcess) -> Vec<Value> {
+    pool.api_get("/api/blocks?limit=1000")["blocks"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn accepted(blocks: &[Value]) -> Vec<&Value> {
+    blocks
+        .iter()
+        .filter(|b| b["status"] == "accepted")
+        .collect()
+}
+
+#[test]
+fn pplns_pays_real_miners_in_the_coinbase_on_a_real_node() {
+    let Some(binary) = bitcoind("pplns_pays_real_miners_in_the_coinbase_on_a_real_node") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let datadir = dir.path().join("bitcoind");
+    std::fs::create_dir_all(&datadir).unwrap();
+    let node = Node::start(&binary, &datadir, free_port());
+    let (_, operator) = anyone_can_spend();
+    node.call("generatetoaddress", json!([101, operator.to_string()]));
+    let (url, cookie) = (node.url(), node.cookie().display().to_string());
+    let operator_text = operator.to_string();
+    // Shares about once a second per connection, every one of them a block; the window
+    // holds roughly the last half minute of shares.
+    let pool = PoolProcess::start(
+        &dir.path().join("pool"),
+        &[
+            "--chain",
+            "bitcoind",
+            "--bitcoind-url",
+            &url,
+            "--bitcoind-cookie",
+            &cookie,
+            "--payout-address",
+            &operator_text,
+            "--reward",
+            "pplns",
+            "--pool-fee-bps",
+            "100",
+            "--pplns-window",
+            "3e8",
+            "--start-difficulty",
+            "0.001",
+            "--share-interval",
+            "1",
+        ],
+    );
+    let stratum = format!("stratum+tcp://127.0.0.1:{}", pool.tcp.port());
+    let mut miners: BTreeMap<String, String> = BTreeMap::new();
+    let mut quarry = Vec::new();
+    for (seed, threads) in [(1u8, "1"), (2, "2"), (3, "4")] {
+        let payee = address(seed).to_string();
+        quarry.push(MinerProcess::start(&[
+            "-o",
+            &stratum,
+            "-u",
+            &format!("{payee}.rig"),
+            "-t",
+            threads,
+        ]));
+        miners.insert(payee, format!("quarry-miner -t {threads}"));
+    }
+    let cert = dir.path().join("unused-cert.pem");
+    let mut peers: Vec<PeerMiner> = Vec::new();
+    for (seed, peer) in [(4u8, &MINERD), (5, &CPUMINER_OPT)] {
+        if let Some(binary) = peer.binary() {
+            let payee = address(seed).to_string();
+            peers.push(Peer::start(
+                &binary,
+                &stratum,
+                &format!("{payee}.rig"),
+                &cert,
+            ));
+            miners.insert(payee, peer.name.to_owned());
+        }
+    }
+
+    let started = Instant::now();
+    // Until every miner has found a block the node accepted (each share is one here).
+    let found_by = |blocks: &[Value], payee: &str| {
+        accepted(blocks)
+            .iter()
+            .filter(|b| b["worker"] == json!(format!("{payee}.rig")))
+            .count()
+    };
+    let found = poll(Duration::from_secs(600), || {
+        let blocks = pool_blocks(&pool);
+        let everyone = miners.keys().all(|payee| found_by(&blocks, payee) > 0);
+        (accepted(&blocks).len() >= BLOCKS && everyone).then_some(())
+    });
+    let credits: BTreeMap<String, f64> = pool.api_get("/api/accounts")["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["account"].as_str().unwrap().to_owned(),
+                a["accepted_difficulty"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    drop(quarry);
+    drop(peers);
+    assert!(
+        found.is_some(),
+        "{BLOCKS} accepted blocks, one at least found by each miner: {:?}",
+        pool_blocks(&pool)
+    );
+    let blocks = pool_blocks(&pool);
+    eprintln!(
+        "{} blocks accepted by the node in {:?}",
+        accepted(&blocks).len(),
+        started.elapsed()
+    );
+    for (payee, name) in &miners {
+        eprintln!("{name:<24} found {} of them", found_by(&blocks, payee));
+    }
+
+    // The node orphans the pool's newest block: the pool says so.
+    // Then (as after every new tip) it has checked all its recent blocks: those that lost
+    // a race for their height to another miner's block are orphaned too.
+    let newest = accepted(&blocks)[0]["hash"].clone();
+    node.call("invalidateblock", json!([newest]));
+    node.call("generatetoaddress", json!([2, operator.to_string()]));
+    poll(Duration::from_secs(60), || {
+        pool_blocks(&pool)
+            .iter()
+            .any(|b| b["hash"] == newest && b["status"] == "orphaned")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("{newest} never orphaned: {:?}", pool_blocks(&pool)));
+
+    // Every block still accepted is on the node, and its coinbase pays exactly its table.
+    let blocks = pool_blocks(&pool);
+    let orphaned = blocks.iter().filter(|b| b["status"] == "orphaned").count();
+    eprintln!("orphaned: {orphaned} (the invalidated one, and any that lost a race)");
+    for block in accepted(&blocks) {
+        let on_node = node.call("getblock", json!([block["hash"], 2]));
+        assert!(
+            on_node["confirmations"].as_i64().unwrap_or(-1) >= 1,
+            "{block}"
+        );
+        let outputs = on_node["tx"][0]["vout"].as_array().unwrap();
+        let total: u64 = outputs.iter().map(|o| sats(&o["value"])).sum();
+        let paid: u64 = block["payouts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["paid"].as_u64().unwrap())
+            .sum();
+        let to_operator: u64 = outputs
+            .iter()
+            .filter(|o| o["scriptPubKey"]["address"] == json!(operator_text))
+            .map(|o| sats(&o["value"]))
+            .sum();
+        assert_eq!(total, paid + to_operator, "{block}");
+        for line in block["payouts"].as_array().unwrap() {
+            let amount = line["paid"].as_u64().unwrap();
+            if amount > 0 {
+                assert!(
+                    outputs
+                        .iter()
+                        .any(|o| o["scriptPubKey"]["address"] == line["payee"]
+                            && sats(&o["value"]) == amount),
+                    "{line} in {outputs:?}"
+                );
+            }
+        }
+    }
+
+    // Matured, every miner's address holds what the accepted blocks' tables paid it.
+    node.call("generatetoaddress", json!([101, operator.to_string()]));
+    let total_credit: f64 = miners
+        .keys()
+        .map(|p| credits.get(p).copied().unwrap_or(0.0))
+        .sum();
+    let mut balances = BTreeMap::new();
+    for payee in miners.keys() {
+        let scan = node.call("scantxoutset", json!(["start", [format!("addr({payee})")]]));
+        let held = sats(&scan["total_amount"]);
+        let paid: u64 = accepted(&blocks)
+            .iter()
+            .flat_map(|b| b["payouts"].as_array().unwrap().iter())
+            .filter(|l| l["payee"] == json!(payee))
+            .map(|l| l["paid"].as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            held, paid,
+            "{payee}: held on the node vs paid by the tables"
+        );
+        balances.insert(payee.clone(), held);
+    }
+    let total_held: u64 = balances.values().sum();
+    for (payee, held) in &balances {
+        let credit_share = credits.get(payee).copied().unwrap_or(0.0) / total_credit;
+        let held_share = *held as f64 / total_held as f64;
+        eprintln!(
+            "{:<24} credited {:5.1} % of the difficulty, holds {:5.1} % ({held} sats)",
+            miners[payee],
+            credit_share * 100.0,
+            held_share * 100.0
+        );
+        assert!(
+            (credit_share - held_share).abs() < 0.15,
+            "{payee}: credited {credit_share:.3}, holds {held_share:.3}"
+        );
+    }
+}
