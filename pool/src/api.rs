@@ -23,6 +23,8 @@ use crate::context::Context;
 use crate::history::Range;
 use crate::ledger::history::Scope;
 
+mod payouts;
+
 /// The API routes.
 pub fn router(ctx: Arc<Context>) -> Router {
     Router::new()
@@ -30,7 +32,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/api/workers/{worker}", get(worker))
         .route("/api/blocks", get(blocks))
         .route("/api/pool", get(pool))
-        .route("/api/payouts/current", get(current_payouts))
+        .route("/api/payouts/current", get(payouts::current))
         .route("/api/nodes", get(nodes))
         .route("/api/bans", get(bans).post(add_ban))
         .route("/api/bans/{ip}", delete(remove_ban))
@@ -41,6 +43,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/api/accounts", get(accounts))
         .route("/api/accounts/{account}", get(account))
         .route("/api/accounts/{account}/history", get(account_history))
+        .route("/api/accounts/{account}/earnings", get(payouts::earnings))
         .route("/api/pool/history", get(pool_history))
         .route("/api/blocks/{hash}/raw", get(raw_block))
         .merge(crate::dashboard::router())
@@ -189,41 +192,6 @@ async fn blocks(State(ctx): State<Arc<Context>>, Query(query): Query<BlocksQuery
         }
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
     }
-}
-
-/// What the current job's coinbase pays, and the coinbase itself: any miner can check
-/// the split against the ledger's numbers and the coinbase it hashes.
-async fn current_payouts(State(ctx): State<Arc<Context>>) -> Json<Value> {
-    let current = ctx.book.current();
-    let job = &current.job;
-    let template = &job.template;
-    let payouts = &template.payouts;
-    let outputs: Vec<Value> = payouts
-        .split
-        .outputs
-        .iter()
-        .zip(&payouts.split.paid_to)
-        .map(|(output, to)| {
-            json!({
-                "to": to,
-                "script": hex::encode(output.script_pubkey.as_bytes()),
-                "amount": output.value.to_sat(),
-            })
-        })
-        .collect();
-    Json(json!({
-        "scheme": payouts.scheme.as_str(),
-        "job_id": job.notify.job_id.to_string(),
-        "height": template.height,
-        "coinbase_value": template.coinbase_value.to_sat(),
-        "fee_bps": payouts.fee_bps,
-        "network_difficulty": job.network_difficulty,
-        "window": payouts.window,
-        "outputs": outputs,
-        "payees": payouts.split.lines,
-        "coinb1": hex::encode(&template.coinbase.coinb1),
-        "coinb2": hex::encode(&template.coinbase.coinb2),
-    }))
 }
 
 /// The cluster's nodes with their status, as of this node's last heartbeat.

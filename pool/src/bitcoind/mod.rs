@@ -424,6 +424,16 @@ impl BitcoindSource {
                 continue;
             };
             let orphaned = BlockHash::from_str(&at_height).ok() != Some(hash);
+            if orphaned || tip_height >= height + CONFIRMATIONS {
+                // Checks can overlap (the long poll and the tip poll): the one that takes
+                // the block off the list reports it.
+                let mut unconfirmed = self.lock_unconfirmed();
+                let before = unconfirmed.len();
+                unconfirmed.retain(|(_, h)| *h != hash);
+                if unconfirmed.len() == before {
+                    continue;
+                }
+            }
             if orphaned {
                 tracing::warn!(height, %hash, best = %at_height, "found block orphaned");
                 self.out
@@ -435,9 +445,6 @@ impl BitcoindSource {
                 if let Err(err) = self.out.ledger.set_block_status(hash, "orphaned").await {
                     tracing::error!(%hash, %err, "could not mark the block orphaned");
                 }
-            }
-            if orphaned || tip_height >= height + CONFIRMATIONS {
-                self.lock_unconfirmed().retain(|(_, h)| *h != hash);
             }
         }
     }

@@ -790,6 +790,21 @@ pub(super) async fn payouts_move_owed_balances_while_their_block_is_accepted(
         store.owed().await.unwrap(),
         vec![("big".into(), 0), ("small".into(), 0)]
     );
+    // Each payee's lines, newest block first, with the block's status.
+    let earnings = store.earnings("small", 10).await.unwrap();
+    let seen: Vec<(u64, &str, i64)> = earnings
+        .iter()
+        .map(|e| (e.height, e.status.as_str(), e.line.earned))
+        .collect();
+    assert_eq!(
+        seen,
+        [(11, "rejected:high-hash", 5_000), (10, "orphaned", 100)]
+    );
+    assert_eq!(
+        store.earnings("big", 1).await.unwrap()[0].line.paid,
+        100_000
+    );
+    assert!(store.earnings("nobody", 10).await.unwrap().is_empty());
     store.close().await.unwrap();
     drop(store);
     let store = fixture.open(keep_all()).await;

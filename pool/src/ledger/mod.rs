@@ -267,6 +267,13 @@ pub trait Ledger: Send + Sync + fmt::Debug {
     /// [`LedgerError::Read`] if the query fails.
     async fn owed(&self) -> Result<Vec<(String, i64)>, LedgerError>;
 
+    /// `payee`'s lines in found blocks' payout tables, newest block first, at most `limit`.
+    ///
+    /// # Errors
+    ///
+    /// [`LedgerError::Read`] if the query fails.
+    async fn earnings(&self, payee: &str, limit: usize) -> Result<Vec<Earning>, LedgerError>;
+
     /// The found block with this hash.
     ///
     /// # Errors
@@ -519,6 +526,17 @@ pub struct PayoutLine {
     pub paid: i64,
     /// Owed afterwards: `earned + owed_before - paid`.
     pub owed_after: i64,
+}
+
+/// One found block's line for one payee.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Earning {
+    pub height: u64,
+    pub hash: BlockHash,
+    pub time_ms: i64,
+    /// The block's status (see [`FoundBlock::status`]).
+    pub status: String,
+    pub line: PayoutLine,
 }
 
 /// The newest shares whose credited difficulty fills a PPLNS window.

@@ -34,7 +34,8 @@ use super::batch::Queue;
 use super::history::{Bucket, RecentWork, Scope};
 use super::window::WindowFill;
 use super::{
-    FoundBlock, Ledger, LedgerError, LedgerOptions, PayoutLine, WindowCredits, WorkerTotals,
+    Earning, FoundBlock, Ledger, LedgerError, LedgerOptions, PayoutLine, WindowCredits,
+    WorkerTotals,
 };
 
 /// How long connecting to the server may take.
@@ -341,6 +342,17 @@ impl PostgresLedger {
 }
 
 impl PostgresLedger {
+    /// A block hash as stored, which must be 32 bytes.
+    fn stored_hash(&self, bytes: Vec<u8>, what: &'static str) -> Result<BlockHash, LedgerError> {
+        <[u8; 32]>::try_from(bytes.as_slice())
+            .map(BlockHash::from_byte_array)
+            .map_err(|_| LedgerError::Read {
+                location: self.queue.location().into(),
+                what,
+                source: format!("a stored block hash has {} bytes, not 32", bytes.len()).into(),
+            })
+    }
+
     /// The payout tables of the blocks with these hashes (those that have one).
     async fn payouts_of(
         &self,
@@ -534,6 +546,43 @@ impl Ledger for PostgresLedger {
         Ok(credits)
     }
 
+    async fn earnings(&self, payee: &str, limit: usize) -> Result<Vec<Earning>, LedgerError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .read("earnings", async |client| {
+                client
+                    .query(
+                        "SELECT blocks.height, blocks.hash, blocks.time_ms, blocks.status, \
+                         p.payee, p.credit, p.earned, p.owed_before, p.paid, p.owed_after \
+                         FROM block_payouts AS p JOIN blocks ON blocks.hash = p.block_hash \
+                         WHERE p.payee = $1 ORDER BY blocks.time_ms DESC, blocks.id DESC \
+                         LIMIT $2",
+                        &[&payee, &limit],
+                    )
+                    .await
+            })
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let hash = self.stored_hash(row.get(1), "earnings")?;
+                Ok(Earning {
+                    height: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+                    hash,
+                    time_ms: row.get(2),
+                    status: row.get(3),
+                    line: PayoutLine {
+                        payee: row.get(4),
+                        credit: row.get(5),
+                        earned: row.get(6),
+                        owed_before: row.get(7),
+                        paid: row.get(8),
+                        owed_after: row.get(9),
+                    },
+                })
+            })
+            .collect()
+    }
+
     async fn owed(&self) -> Result<Vec<(String, i64)>, LedgerError> {
         let rows = self
             .read("owed balances", async |client| {
@@ -565,16 +614,10 @@ impl Ledger for PostgresLedger {
             .map(|row| {
                 let hash: Vec<u8> = row.get(1);
                 let lines = payouts.remove(&hash).unwrap_or_default();
-                let hash =
-                    <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| LedgerError::Read {
-                        location: self.queue.location().into(),
-                        what: "found blocks",
-                        source: format!("a stored block hash has {} bytes, not 32", hash.len())
-                            .into(),
-                    })?;
+                let hash = self.stored_hash(hash, "found blocks")?;
                 Ok(FoundBlock {
                     height: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
-                    hash: BlockHash::from_byte_array(hash),
+                    hash,
                     worker: row.get(2),
                     time_ms: row.get(3),
                     raw: row.get(4),

@@ -144,6 +144,7 @@ CREATE TABLE block_payouts (
     owed_after BIGINT NOT NULL,
     PRIMARY KEY (block_hash, payee)
 );
+CREATE INDEX block_payouts_payee ON block_payouts (payee);
 CREATE TABLE owed (
     payee TEXT PRIMARY KEY,
     sats BIGINT NOT NULL

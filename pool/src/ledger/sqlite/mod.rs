@@ -30,7 +30,8 @@ use super::batch::Queue;
 use super::history::{Bucket, Scope};
 use super::window::WindowFill;
 use super::{
-    FoundBlock, Ledger, LedgerError, LedgerOptions, PayoutLine, WindowCredits, WorkerTotals,
+    Earning, FoundBlock, Ledger, LedgerError, LedgerOptions, PayoutLine, WindowCredits,
+    WorkerTotals,
 };
 use writer::Writer;
 
@@ -270,6 +271,37 @@ impl Ledger for SqliteLedger {
             self.queue.shared.keep_shares_from(id);
         }
         Ok(credits)
+    }
+
+    async fn earnings(&self, payee: &str, limit: usize) -> Result<Vec<Earning>, LedgerError> {
+        let (payee, limit) = (payee.to_owned(), i64::try_from(limit).unwrap_or(i64::MAX));
+        self.read("earnings", move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT blocks.height, blocks.hash, blocks.time_ms, blocks.status, \
+                     p.payee, p.credit, p.earned, p.owed_before, p.paid, p.owed_after \
+                     FROM block_payouts AS p JOIN blocks ON blocks.hash = p.block_hash \
+                     WHERE p.payee = ?1 ORDER BY blocks.time_ms DESC, blocks.id DESC LIMIT ?2",
+            )?;
+            let rows = statement.query_map(params![payee, limit], |row| {
+                let hash: [u8; 32] = row.get(1)?;
+                Ok(Earning {
+                    height: row.get(0)?,
+                    hash: BlockHash::from_byte_array(hash),
+                    time_ms: row.get(2)?,
+                    status: row.get(3)?,
+                    line: PayoutLine {
+                        payee: row.get(4)?,
+                        credit: row.get(5)?,
+                        earned: row.get(6)?,
+                        owed_before: row.get(7)?,
+                        paid: row.get(8)?,
+                        owed_after: row.get(9)?,
+                    },
+                })
+            })?;
+            rows.collect()
+        })
+        .await
     }
 
     async fn owed(&self) -> Result<Vec<(String, i64)>, LedgerError> {

@@ -104,6 +104,7 @@ CREATE TABLE block_payouts (
     owed_after INTEGER NOT NULL,
     PRIMARY KEY (block_hash, payee)
 ) STRICT;
+CREATE INDEX block_payouts_payee ON block_payouts (payee);
 CREATE TABLE owed (
     payee TEXT PRIMARY KEY,
     sats INTEGER NOT NULL

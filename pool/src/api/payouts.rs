@@ -1,0 +1,110 @@
+//! What miners are paid: the current job's split and coinbase, and each account's
+//! earnings block by block.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::error;
+use crate::accounting::rfc3339;
+use crate::context::Context;
+use crate::ledger::BLOCK_ACCEPTED;
+
+/// What the current job's coinbase pays, and the coinbase itself: any miner can check
+/// the split against the ledger's numbers and the coinbase it hashes.
+pub(super) async fn current(State(ctx): State<Arc<Context>>) -> Json<Value> {
+    let current = ctx.book.current();
+    let job = &current.job;
+    let template = &job.template;
+    let payouts = &template.payouts;
+    let outputs: Vec<Value> = payouts
+        .split
+        .outputs
+        .iter()
+        .zip(&payouts.split.paid_to)
+        .map(|(output, to)| {
+            json!({
+                "to": to,
+                "script": hex::encode(output.script_pubkey.as_bytes()),
+                "amount": output.value.to_sat(),
+            })
+        })
+        .collect();
+    Json(json!({
+        "scheme": payouts.scheme.as_str(),
+        "job_id": job.notify.job_id.to_string(),
+        "height": template.height,
+        "coinbase_value": template.coinbase_value.to_sat(),
+        "fee_bps": payouts.fee_bps,
+        "network_difficulty": job.network_difficulty,
+        "window": payouts.window,
+        "outputs": outputs,
+        "payees": payouts.split.lines,
+        "coinb1": hex::encode(&template.coinbase.coinb1),
+        "coinb2": hex::encode(&template.coinbase.coinb2),
+    }))
+}
+
+/// Confirmations after which a coinbase output may be spent (Bitcoin's
+/// `COINBASE_MATURITY`).
+const COINBASE_MATURITY: u64 = 100;
+
+/// What `account` was paid in each found block's coinbase, newest first: the amount, and
+/// whether the block is immature, mature, orphaned (or was refused), so the miner can
+/// check every amount on its own node; and what it is owed for later coinbases.
+pub(super) async fn earnings(
+    State(ctx): State<Arc<Context>>,
+    Path(account): Path<String>,
+) -> Response {
+    let (earnings, owed) =
+        match tokio::try_join!(ctx.ledger.earnings(&account, 1000), ctx.ledger.owed()) {
+            Ok(read) => read,
+            Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+        };
+    // The job height is the next block's: the tip is one below.
+    let tip = ctx.book.current().job.height().saturating_sub(1);
+    let (mut mature, mut immature) = (0i64, 0i64);
+    let blocks: Vec<Value> = earnings
+        .iter()
+        .map(|e| {
+            let confirmations = (tip + 1).saturating_sub(e.height);
+            let status = match e.status.as_str() {
+                BLOCK_ACCEPTED if confirmations >= COINBASE_MATURITY => {
+                    mature += e.line.paid;
+                    "mature"
+                }
+                BLOCK_ACCEPTED => {
+                    immature += e.line.paid;
+                    "immature"
+                }
+                other => other,
+            };
+            json!({
+                "height": e.height,
+                "hash": e.hash.to_string(),
+                "time": rfc3339(e.time_ms),
+                "status": status,
+                "credit": e.line.credit,
+                "earned": e.line.earned,
+                "paid": e.line.paid,
+                "owed_after": e.line.owed_after,
+            })
+        })
+        .collect();
+    let owed = owed
+        .iter()
+        .find(|(payee, _)| *payee == account)
+        .map_or(0, |(_, sats)| *sats);
+    Json(json!({
+        "account": account,
+        "paid_mature": mature,
+        "paid_immature": immature,
+        "owed": owed,
+        "blocks": blocks,
+    }))
+    .into_response()
+}
