@@ -99,6 +99,27 @@ fn decode_hex(text: &str) -> Vec<u8> {
         .collect()
 }
 
+/// Dave connects and submits one share (extranonce2 from `counter`); returns the
+/// difficulty its hash achieved.
+async fn dave_submits(pool: &PoolProcess, counter: u64) -> f64 {
+    let mut dave = Client::tcp(pool.tcp).await;
+    dave.handshake("dave.rig").await;
+    let job = dave.job.clone().unwrap();
+    let share = grind(
+        &job,
+        dave.extranonce1.unwrap(),
+        Extranonce::from_counter(counter, 4),
+        dave.job_difficulty,
+        0,
+        true,
+    );
+    let reply = dave
+        .request("mining.submit", share.params("dave.rig", &job))
+        .await;
+    assert_eq!(reply["result"], json!(true), "{reply}");
+    hash_difficulty(&share.hash)
+}
+
 /// The best share since the last block, per worker and account: a block the pool finds
 /// starts it over for every worker (its own share counts before it), the best ever stays,
 /// and the API, the accounts and `/metrics` agree.
@@ -123,22 +144,7 @@ async fn a_block_starts_every_best_share_since_block_over() {
             view["best_share_difficulty"].as_f64().unwrap(),
         )
     };
-    let mut dave = Client::tcp(pool.tcp).await;
-    dave.handshake("dave.rig").await;
-    let job = dave.job.clone().unwrap();
-    let share = grind(
-        &job,
-        dave.extranonce1.unwrap(),
-        Extranonce::from_counter(1, 4),
-        dave.job_difficulty,
-        0,
-        true,
-    );
-    let reply = dave
-        .request("mining.submit", share.params("dave.rig", &job))
-        .await;
-    assert_eq!(reply["result"], json!(true), "{reply}");
-    let first = hash_difficulty(&share.hash);
+    let first = dave_submits(&pool, 1).await;
     assert_eq!(best("dave.rig"), (first, first));
     let account = pool.api_get("/api/accounts/dave");
     assert_eq!(account["account"]["best_share_since_block"], json!(first));
@@ -189,21 +195,6 @@ async fn a_block_starts_every_best_share_since_block_over() {
     );
 
     // Dave's next share is his best since the block.
-    let mut dave = Client::tcp(pool.tcp).await;
-    dave.handshake("dave.rig").await;
-    let job = dave.job.clone().unwrap();
-    let share = grind(
-        &job,
-        dave.extranonce1.unwrap(),
-        Extranonce::from_counter(3, 4),
-        dave.job_difficulty,
-        0,
-        true,
-    );
-    let reply = dave
-        .request("mining.submit", share.params("dave.rig", &job))
-        .await;
-    assert_eq!(reply["result"], json!(true), "{reply}");
-    let next = hash_difficulty(&share.hash);
+    let next = dave_submits(&pool, 3).await;
     assert_eq!(best("dave.rig"), (next, first.max(next)));
 }

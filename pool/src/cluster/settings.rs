@@ -19,6 +19,11 @@ pub fn shared(config: &PoolConfig) -> Value {
         "version_mask": format!("{:08x}", config.version_mask),
         "min_difficulty": config.min_difficulty,
         "max_difficulty": config.max_difficulty,
+        "reward": config.reward.scheme.as_str(),
+        "pool_fee_bps": config.reward.rules.fee_bps,
+        "pplns_window": config.reward.window,
+        "dust_sats": config.reward.rules.dust.to_sat(),
+        "max_coinbase_outputs": config.reward.rules.max_outputs,
     })
 }
 
