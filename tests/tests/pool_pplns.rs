@@ -117,6 +117,7 @@ async fn the_coinbase_pays_the_window_by_credited_difficulty_after_the_fee() {
     assert_eq!(outputs, value, "{payouts}");
     let fee = value * 150 / 10_000;
     assert_eq!(amount_to(&payouts, "operator"), fee, "{payouts}");
+    assert_eq!(payouts["operator_amount"], json!(fee), "{payouts}");
     let rest = (value - fee) as f64;
     let total = alice_credit + bob_credit;
     let (to_alice, to_bob) = (amount_to(&payouts, &alice), amount_to(&payouts, &bob));

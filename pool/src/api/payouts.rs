@@ -40,6 +40,7 @@ pub(super) async fn current(State(ctx): State<Arc<Context>>) -> Json<Value> {
         "height": template.height,
         "coinbase_value": template.coinbase_value.to_sat(),
         "fee_bps": payouts.fee_bps,
+        "operator_amount": payouts.split.operator.to_sat(),
         "network_difficulty": job.network_difficulty,
         "window": payouts.window,
         "outputs": outputs,
