@@ -27,41 +27,59 @@ pub struct AccountView {
     pub last_share: Option<String>,
 }
 
+impl AccountView {
+    fn empty(account: &str) -> AccountView {
+        AccountView {
+            account: account.to_owned(),
+            workers: 0,
+            sessions: 0,
+            accepted: 0,
+            accepted_difficulty: 0.0,
+            rejected: 0,
+            hashrate_1m: 0.0,
+            hashrate_10m: 0.0,
+            hashrate_1h: 0.0,
+            best_share_since_block: 0.0,
+            best_share_difficulty: 0.0,
+            last_share: None,
+        }
+    }
+
+    fn add(&mut self, w: &WorkerView) {
+        self.workers += 1;
+        self.sessions += w.sessions;
+        self.accepted += w.accepted;
+        self.accepted_difficulty += w.accepted_difficulty;
+        self.rejected += w.rejected;
+        self.hashrate_1m += w.hashrate_1m;
+        self.hashrate_10m += w.hashrate_10m;
+        self.hashrate_1h += w.hashrate_1h;
+        self.best_share_since_block = self.best_share_since_block.max(w.best_share_since_block);
+        self.best_share_difficulty = self.best_share_difficulty.max(w.best_share_difficulty);
+        // RFC 3339 in UTC with the same precision orders as text.
+        self.last_share = self.last_share.take().max(w.last_share.clone());
+    }
+}
+
 /// The accounts of `workers`, by name.
 pub fn accounts(workers: &[WorkerView]) -> Vec<AccountView> {
     let mut accounts: BTreeMap<&str, AccountView> = BTreeMap::new();
     for w in workers {
-        let account = accounts
+        accounts
             .entry(w.account.as_str())
-            .or_insert_with(|| AccountView {
-                account: w.account.clone(),
-                workers: 0,
-                sessions: 0,
-                accepted: 0,
-                accepted_difficulty: 0.0,
-                rejected: 0,
-                hashrate_1m: 0.0,
-                hashrate_10m: 0.0,
-                hashrate_1h: 0.0,
-                best_share_since_block: 0.0,
-                best_share_difficulty: 0.0,
-                last_share: None,
-            });
-        account.workers += 1;
-        account.sessions += w.sessions;
-        account.accepted += w.accepted;
-        account.accepted_difficulty += w.accepted_difficulty;
-        account.rejected += w.rejected;
-        account.hashrate_1m += w.hashrate_1m;
-        account.hashrate_10m += w.hashrate_10m;
-        account.hashrate_1h += w.hashrate_1h;
-        account.best_share_since_block =
-            account.best_share_since_block.max(w.best_share_since_block);
-        account.best_share_difficulty = account.best_share_difficulty.max(w.best_share_difficulty);
-        // RFC 3339 in UTC with the same precision orders as text.
-        account.last_share = account.last_share.take().max(w.last_share.clone());
+            .or_insert_with(|| AccountView::empty(&w.account))
+            .add(w);
     }
     accounts.into_values().collect()
+}
+
+/// All of `workers` summed as one (named ""): the pool's best shares, for one.
+pub fn total(workers: &[WorkerView]) -> AccountView {
+    let mut total = AccountView::empty("");
+    for w in workers {
+        total.add(w);
+    }
+    total
 }
 
 #[cfg(test)]
@@ -97,5 +115,8 @@ mod tests {
         assert_eq!(accounts(&after)[0].best_share_since_block, 0.0);
         assert_eq!(accounts(&after)[0].best_share_difficulty, 40.0);
         assert_eq!(accounts(&after)[1].account, "bob");
+        let pool = total(&after);
+        assert_eq!((pool.workers, pool.accepted), (3, 3));
+        assert_eq!(pool.best_share_difficulty, 40.0);
     }
 }

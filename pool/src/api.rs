@@ -211,16 +211,16 @@ async fn pool(State(ctx): State<Arc<Context>>) -> Json<Value> {
     let totals = &accounting.totals;
     let job = ctx.book.current();
     let now = now_ms();
-    let workers = accounting.workers(None);
+    let all = crate::accounts::total(&accounting.workers(None));
     Json(json!({
         "accepted": totals.accepted.load(Ordering::Relaxed),
         "accepted_difficulty": accounting.accepted_difficulty(),
         "rejected": totals.rejected.load(Ordering::Relaxed),
         "sessions": totals.sessions.load(Ordering::Relaxed),
-        "workers": workers.len(),
+        "workers": all.workers,
         "blocks_found": totals.blocks.load(Ordering::Relaxed),
-        "best_share_since_block": workers.iter().map(|w| w.best_share_since_block).fold(0.0, f64::max),
-        "best_share_difficulty": workers.iter().map(|w| w.best_share_difficulty).fold(0.0, f64::max),
+        "best_share_since_block": all.best_share_since_block,
+        "best_share_difficulty": all.best_share_difficulty,
         "hashrate_1m": accounting.pool_hashrate(now, 60_000),
         "hashrate_10m": accounting.pool_hashrate(now, 600_000),
         "hashrate_1h": accounting.pool_hashrate(now, 3_600_000),

@@ -123,8 +123,7 @@ impl JobBook {
     /// jobs void for miners; it is forced when the template builds on a new tip.
     pub fn publish(&self, template: Template) -> Arc<Job> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let new_height = template.height != self.height.load(Ordering::Acquire)
-            || template.prev_hash != self.announce.borrow().job.template.prev_hash;
+        let new_height = !template.same_tip(&self.announce.borrow().job.template);
         let job = Arc::new(make_job(id, Arc::new(template), new_height));
         {
             let mut jobs = self.jobs.write().unwrap_or_else(|e| e.into_inner());

@@ -28,7 +28,7 @@ use crate::limits::Guard;
 use crate::listener::{accept_loop, Transport};
 use crate::metrics::Metrics;
 use crate::reward::Reward;
-use crate::source::{unix_now, EmbeddedSource, JobSource, Outlets};
+use crate::source::{paid_template, EmbeddedSource, JobSource, Outlets};
 use crate::tls::{CertSource, Tls};
 use crate::watch::monitor::Monitor;
 use crate::watch::webhook::Webhook;
@@ -103,11 +103,10 @@ async fn embedded_source(
             .context("storing the genesis block")?;
     }
     tracing::info!(height = chain.height(), tip = %chain.tip_hash(), difficulty = chain.network_difficulty(), "embedded chain ready");
-    let standings = reward.standings(chain.next_difficulty()).await;
-    let first = chain.template(unix_now(), |value| reward.payouts(&standings, value));
-    let book = Arc::new(JobBook::new(first));
+    let chain = Mutex::new(chain);
+    let book = Arc::new(JobBook::new(paid_template(&chain, &reward).await));
     let source = Arc::new(EmbeddedSource {
-        chain: Mutex::new(chain),
+        chain,
         out: Outlets {
             book: book.clone(),
             ledger: ledger.clone(),

@@ -565,10 +565,10 @@ impl Session {
         if self.workers.is_empty() {
             return false;
         }
-        let new_tip = self.last_job.as_ref().is_none_or(|last| {
-            let (last, next) = (&last.job.template, &announcement.job.template);
-            last.height != next.height || last.prev_hash != next.prev_hash
-        });
+        let new_tip = self
+            .last_job
+            .as_ref()
+            .is_none_or(|last| !last.job.template.same_tip(&announcement.job.template));
         let resuming = self.last_job.is_none() && lease.resumed();
         self.vardiff.on_tick(Instant::now());
         // set_difficulty precedes the first notify, and any notify after a change.

@@ -70,6 +70,18 @@ pub struct EmbeddedSource {
     pub chain_changed: Option<Arc<Notify>>,
 }
 
+/// The template for `chain`'s next block, its coinbase paying per `reward` (whose
+/// standings are read without holding the chain).
+pub async fn paid_template(chain: &Mutex<EmbeddedChain>, reward: &Reward) -> Template {
+    let difficulty = lock(chain).next_difficulty();
+    let standings = reward.standings(difficulty).await;
+    lock(chain).template(unix_now(), |value| reward.payouts(&standings, value))
+}
+
+fn lock(chain: &Mutex<EmbeddedChain>) -> std::sync::MutexGuard<'_, EmbeddedChain> {
+    chain.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Unix seconds now.
 pub fn unix_now() -> u32 {
     (now_ms() / 1000).clamp(0, i64::from(u32::MAX)) as u32
@@ -107,16 +119,12 @@ impl EmbeddedSource {
     }
 
     /// The template for the next block, its coinbase paying per the reward scheme.
-    pub async fn next_template(&self) -> Template {
-        let difficulty = self.lock().next_difficulty();
-        let standings = self.out.reward.standings(difficulty).await;
-        let reward = &self.out.reward;
-        self.lock()
-            .template(unix_now(), |value| reward.payouts(&standings, value))
+    async fn next_template(&self) -> Template {
+        paid_template(&self.chain, &self.out.reward).await
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, EmbeddedChain> {
-        self.chain.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.chain)
     }
 
     /// Adopts the blocks the ledger holds beyond our tip, and publishes a job on the new

@@ -40,7 +40,7 @@ pub(super) async fn current(State(ctx): State<Arc<Context>>) -> Json<Value> {
         "height": template.height,
         "coinbase_value": template.coinbase_value.to_sat(),
         "fee_bps": payouts.fee_bps,
-        "operator_amount": payouts.split.operator.to_sat(),
+        "operator_amount": payouts.split.operator_amount().to_sat(),
         "network_difficulty": job.network_difficulty,
         "window": payouts.window,
         "outputs": outputs,
@@ -61,11 +61,13 @@ pub(super) async fn earnings(
     State(ctx): State<Arc<Context>>,
     Path(account): Path<String>,
 ) -> Response {
-    let (earnings, owed) =
-        match tokio::try_join!(ctx.ledger.earnings(&account, 1000), ctx.ledger.owed()) {
-            Ok(read) => read,
-            Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
-        };
+    let (earnings, owed) = match tokio::try_join!(
+        ctx.ledger.earnings(&account, 1000),
+        ctx.ledger.owed(Some(&account))
+    ) {
+        Ok(read) => read,
+        Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+    };
     // The job height is the next block's: the tip is one below.
     let tip = ctx.book.current().job.height().saturating_sub(1);
     let (mut mature, mut immature) = (0i64, 0i64);
@@ -96,10 +98,7 @@ pub(super) async fn earnings(
             })
         })
         .collect();
-    let owed = owed
-        .iter()
-        .find(|(payee, _)| *payee == account)
-        .map_or(0, |(_, sats)| *sats);
+    let owed = owed.first().map_or(0, |(_, sats)| *sats);
     Json(json!({
         "account": account,
         "paid_mature": mature,

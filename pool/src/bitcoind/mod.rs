@@ -299,6 +299,10 @@ impl BitcoindSource {
             tracing::error!(prev = %template.previousblockhash, "template with a bad previousblockhash");
             return;
         };
+        // Below the tip: not worth reading the PPLNS window for (checked again below).
+        if template.height < self.lock_tip().height {
+            return;
+        }
         let job = match job_template(&template, &self.coinbase, &self.out.reward).await {
             Ok(job) => job,
             Err(err) => {

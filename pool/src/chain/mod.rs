@@ -107,6 +107,13 @@ pub struct Template {
     pub payouts: Arc<JobPayouts>,
 }
 
+impl Template {
+    /// Whether `other` builds on the same tip: the same height and previous block.
+    pub fn same_tip(&self, other: &Template) -> bool {
+        self.height == other.height && self.prev_hash == other.prev_hash
+    }
+}
+
 /// Why a chain could not be opened or a block was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ChainError {

@@ -770,7 +770,7 @@ pub(super) async fn payouts_move_owed_balances_while_their_block_is_accepted(
     refused.payouts = vec![line("small", 5_000, 0)];
     store.record_block(refused).await.unwrap();
     assert_eq!(
-        store.owed().await.unwrap(),
+        store.owed(None).await.unwrap(),
         vec![("big".into(), -100), ("small".into(), 100)],
         "only the accepted block counts"
     );
@@ -781,13 +781,17 @@ pub(super) async fn payouts_move_owed_balances_while_their_block_is_accepted(
     assert_eq!(store.blocks(1).await.unwrap()[0].payouts.len(), 1);
     // Recording a block again replaces its table and counts it once.
     store.record_block(first.clone()).await.unwrap();
-    assert_eq!(store.owed().await.unwrap()[1], ("small".into(), 100));
+    assert_eq!(store.owed(None).await.unwrap()[1], ("small".into(), 100));
+    assert_eq!(
+        store.owed(Some("small")).await.unwrap(),
+        [("small".into(), 100)]
+    );
     store
         .set_block_status(first.hash, "orphaned")
         .await
         .unwrap();
     assert_eq!(
-        store.owed().await.unwrap(),
+        store.owed(None).await.unwrap(),
         vec![("big".into(), 0), ("small".into(), 0)]
     );
     // Each payee's lines, newest block first, with the block's status.

@@ -260,12 +260,13 @@ pub trait Ledger: Send + Sync + fmt::Debug {
     /// [`LedgerError::Read`] if the query fails.
     async fn window_credits(&self, window: f64) -> Result<WindowCredits, LedgerError>;
 
-    /// Every payee's owed balance in sats (negative: paid ahead), by payee.
+    /// The owed balance in sats (negative: paid ahead) of `payee`, or of every payee, by
+    /// payee.
     ///
     /// # Errors
     ///
     /// [`LedgerError::Read`] if the query fails.
-    async fn owed(&self) -> Result<Vec<(String, i64)>, LedgerError>;
+    async fn owed(&self, payee: Option<&str>) -> Result<Vec<(String, i64)>, LedgerError>;
 
     /// `payee`'s lines in found blocks' payout tables, newest block first, at most `limit`.
     ///

@@ -317,20 +317,18 @@ impl prometheus_client::collector::Collector for Scrape {
             MetricType::Gauge,
             &by_status,
         )?;
-        let best = |f: fn(&crate::accounting::WorkerView) -> f64| {
-            workers.iter().map(f).fold(0.0, f64::max)
-        };
+        let all = crate::accounts::total(&workers);
         gauge(
             &mut enc,
             "quarry_best_share_since_block_difficulty",
             "Highest difficulty any share achieved since the pool's last block.",
-            best(|w| w.best_share_since_block),
+            all.best_share_since_block,
         )?;
         gauge(
             &mut enc,
             "quarry_best_share_difficulty",
             "Highest difficulty any share achieved, ever.",
-            best(|w| w.best_share_difficulty),
+            all.best_share_difficulty,
         )?;
 
         if metrics.per_worker {

@@ -158,7 +158,7 @@ impl Reward {
 
     async fn read(&self, window: f64) -> Result<Standings, LedgerError> {
         let credits = self.ledger.window_credits(window).await?;
-        let owed = self.ledger.owed().await?;
+        let owed = self.ledger.owed(None).await?;
         let mut payees: BTreeMap<String, Standing> = BTreeMap::new();
         for (worker, credit) in credits.workers {
             let account = account_of(&worker);

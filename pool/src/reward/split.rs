@@ -54,10 +54,20 @@ pub struct Split {
     pub outputs: Vec<TxOut>,
     /// Whom each output pays: [`OPERATOR`] or the payee.
     pub paid_to: Vec<String>,
-    /// The operator's output: the fee, plus `rest` when no payee was paid.
-    pub operator: Amount,
     /// Every payee, paid or carried, by address.
     pub lines: Vec<PayoutLine>,
+}
+
+impl Split {
+    /// What the operator's output pays: the fee, plus `rest` when no payee was paid.
+    pub fn operator_amount(&self) -> Amount {
+        self.outputs
+            .iter()
+            .zip(&self.paid_to)
+            .filter(|(_, to)| *to == OPERATOR)
+            .map(|(output, _)| output.value)
+            .sum()
+    }
 }
 
 /// Divides `value` among `standings` (by payee name) under `rules`; the operator is paid
@@ -128,7 +138,6 @@ pub fn split(
     Split {
         outputs,
         paid_to,
-        operator: Amount::from_sat(operator_sats),
         lines,
     }
 }

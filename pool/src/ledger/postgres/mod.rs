@@ -373,14 +373,7 @@ impl PostgresLedger {
         let mut tables: Vec<(Vec<u8>, Vec<PayoutLine>)> = Vec::new();
         for row in &rows {
             let hash: Vec<u8> = row.get(0);
-            let line = PayoutLine {
-                payee: row.get(1),
-                credit: row.get(2),
-                earned: row.get(3),
-                owed_before: row.get(4),
-                paid: row.get(5),
-                owed_after: row.get(6),
-            };
+            let line = payout_line(row, 1);
             match tables.last_mut() {
                 Some((last, lines)) if *last == hash => lines.push(line),
                 _ => tables.push((hash, vec![line])),
@@ -570,24 +563,21 @@ impl Ledger for PostgresLedger {
                     hash,
                     time_ms: row.get(2),
                     status: row.get(3),
-                    line: PayoutLine {
-                        payee: row.get(4),
-                        credit: row.get(5),
-                        earned: row.get(6),
-                        owed_before: row.get(7),
-                        paid: row.get(8),
-                        owed_after: row.get(9),
-                    },
+                    line: payout_line(row, 4),
                 })
             })
             .collect()
     }
 
-    async fn owed(&self) -> Result<Vec<(String, i64)>, LedgerError> {
+    async fn owed(&self, payee: Option<&str>) -> Result<Vec<(String, i64)>, LedgerError> {
         let rows = self
             .read("owed balances", async |client| {
                 client
-                    .query("SELECT payee, sats FROM owed ORDER BY payee", &[])
+                    .query(
+                        "SELECT payee, sats FROM owed WHERE $1::text IS NULL OR payee = $1 \
+                         ORDER BY payee",
+                        &[&payee],
+                    )
                     .await
             })
             .await?;
@@ -648,5 +638,18 @@ impl std::fmt::Debug for PostgresLedger {
         f.debug_struct("PostgresLedger")
             .field("location", &self.queue.location())
             .finish_non_exhaustive()
+    }
+}
+
+/// A payout line from `row`'s columns `payee, credit, earned, owed_before, paid,
+/// owed_after`, from column `first` on.
+fn payout_line(row: &tokio_postgres::Row, first: usize) -> PayoutLine {
+    PayoutLine {
+        payee: row.get(first),
+        credit: row.get(first + 1),
+        earned: row.get(first + 2),
+        owed_before: row.get(first + 3),
+        paid: row.get(first + 4),
+        owed_after: row.get(first + 5),
     }
 }

@@ -289,14 +289,7 @@ impl Ledger for SqliteLedger {
                     hash: BlockHash::from_byte_array(hash),
                     time_ms: row.get(2)?,
                     status: row.get(3)?,
-                    line: PayoutLine {
-                        payee: row.get(4)?,
-                        credit: row.get(5)?,
-                        earned: row.get(6)?,
-                        owed_before: row.get(7)?,
-                        paid: row.get(8)?,
-                        owed_after: row.get(9)?,
-                    },
+                    line: payout_line(row, 4)?,
                 })
             })?;
             rows.collect()
@@ -304,11 +297,13 @@ impl Ledger for SqliteLedger {
         .await
     }
 
-    async fn owed(&self) -> Result<Vec<(String, i64)>, LedgerError> {
-        self.read("owed balances", |conn| {
-            let mut statement =
-                conn.prepare_cached("SELECT payee, sats FROM owed ORDER BY payee")?;
-            let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    async fn owed(&self, payee: Option<&str>) -> Result<Vec<(String, i64)>, LedgerError> {
+        let payee = payee.map(str::to_owned);
+        self.read("owed balances", move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT payee, sats FROM owed WHERE ?1 IS NULL OR payee = ?1 ORDER BY payee",
+            )?;
+            let rows = statement.query_map(params![payee], |row| Ok((row.get(0)?, row.get(1)?)))?;
             rows.collect()
         })
         .await
@@ -373,15 +368,21 @@ fn with_payouts(conn: &Connection, mut block: FoundBlock) -> rusqlite::Result<Fo
          WHERE block_hash = ?1 ORDER BY payee",
     )?;
     let rows = statement.query_map(params![block.hash.to_byte_array()], |row| {
-        Ok(PayoutLine {
-            payee: row.get(0)?,
-            credit: row.get(1)?,
-            earned: row.get(2)?,
-            owed_before: row.get(3)?,
-            paid: row.get(4)?,
-            owed_after: row.get(5)?,
-        })
+        payout_line(row, 0)
     })?;
     block.payouts = rows.collect::<rusqlite::Result<_>>()?;
     Ok(block)
+}
+
+/// A payout line from `row`'s columns `payee, credit, earned, owed_before, paid,
+/// owed_after`, from column `first` on.
+fn payout_line(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<PayoutLine> {
+    Ok(PayoutLine {
+        payee: row.get(first)?,
+        credit: row.get(first + 1)?,
+        earned: row.get(first + 2)?,
+        owed_before: row.get(first + 3)?,
+        paid: row.get(first + 4)?,
+        owed_after: row.get(first + 5)?,
+    })
 }

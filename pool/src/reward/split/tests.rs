@@ -48,7 +48,7 @@ fn the_reward_is_split_by_credit_after_the_fee() {
     let split = split(value, &standings, &operator(), RULES);
     assert_eq!(total(&split), 5_000_000_000);
     // 1 % fee, then 1 : 3.
-    assert_eq!(split.operator, Amount::from_sat(50_000_000));
+    assert_eq!(split.operator_amount(), Amount::from_sat(50_000_000));
     assert_eq!(split.outputs[0].script_pubkey, operator());
     assert_eq!(line(&split, "alice").paid, 1_237_500_000);
     assert_eq!(line(&split, "bob").paid, 3_712_500_000);
@@ -133,7 +133,7 @@ fn an_empty_window_pays_the_operator() {
         RULES,
     );
     assert_eq!(split.outputs.len(), 1);
-    assert_eq!(split.operator, Amount::from_sat(5_000));
+    assert_eq!(split.operator_amount(), Amount::from_sat(5_000));
 }
 
 proptest! {
