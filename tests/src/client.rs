@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
-use crate::grind::grind;
+use crate::grind::{grind, Share};
 
 /// How long any expected line may take.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
@@ -185,9 +185,15 @@ impl Client {
     /// current job at its difficulty, extranonce2 from `counter`.
     pub fn valid_share(&self, worker: &str, counter: u64) -> Value {
         let job = self.job.as_ref().expect("a job from the pool");
+        self.grind_valid(counter).params(worker, job)
+    }
+
+    /// A share that meets the current job's difficulty, extranonce2 from `counter`.
+    pub fn grind_valid(&self, counter: u64) -> Share {
+        let job = self.job.as_ref().expect("a job from the pool");
         let en1 = self.extranonce1.expect("subscribed");
         let en2 = Extranonce::from_counter(counter, self.extranonce2_size);
-        grind(job, en1, en2, self.job_difficulty, 0, true).params(worker, job)
+        grind(job, en1, en2, self.job_difficulty, 0, true)
     }
 
     /// Submits [`Client::valid_share`]; returns the reply.

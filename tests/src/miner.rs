@@ -9,6 +9,17 @@ use serde_json::Value;
 
 use crate::process::{binary, forward, PoolProcess};
 
+/// Pool options for a miner test: a tiny share difficulty so even an unoptimized miner
+/// finds shares every second; network difficulty 1 so no blocks interfere.
+pub const POOL_ARGS: &[&str] = &[
+    "--start-difficulty",
+    "1e-5",
+    "--chain-difficulty",
+    "1",
+    "--share-interval",
+    "1",
+];
+
 /// A running `quarry-miner`; its stdout and stderr lines are collected.
 pub struct MinerProcess {
     child: Child,

@@ -15,6 +15,8 @@ use bitcoin::{
 };
 use serde_json::{json, Value};
 
+use crate::process::PoolProcess;
+
 /// How long the node may take to start or reach a height.
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -54,6 +56,28 @@ impl Node {
             std::thread::sleep(Duration::from_millis(50));
         }
         node
+    }
+
+    /// A pool in front of this node, its data in `dir`, paying `payout`, with `extra`
+    /// options.
+    pub fn start_pool(&self, dir: &Path, payout: &Address, extra: &[&str]) -> PoolProcess {
+        let (url, cookie, payout) = (
+            self.url(),
+            self.cookie().display().to_string(),
+            payout.to_string(),
+        );
+        let mut args = vec![
+            "--chain",
+            "bitcoind",
+            "--bitcoind-url",
+            &url,
+            "--bitcoind-cookie",
+            &cookie,
+            "--payout-address",
+            &payout,
+        ];
+        args.extend(extra);
+        PoolProcess::start(dir, &args)
     }
 
     pub fn url(&self) -> String {

@@ -40,19 +40,7 @@ fn set_up(binary: &Path, dir: &Path, extra: &[&str]) -> Setup {
     let mempool: Vec<Txid> = (1..=3)
         .map(|height| spend_coinbase(&node, height, &address, &witness_script))
         .collect();
-    let (url, cookie) = (node.url(), node.cookie().display().to_string());
-    let mut args = vec![
-        "--chain",
-        "bitcoind",
-        "--bitcoind-url",
-        &url,
-        "--bitcoind-cookie",
-        &cookie,
-    ];
-    let payout = address.to_string();
-    args.extend(["--payout-address", &payout]);
-    args.extend(extra);
-    let pool = PoolProcess::start(&dir.join("pool"), &args);
+    let pool = node.start_pool(&dir.join("pool"), &address, extra);
     Setup {
         node,
         pool,

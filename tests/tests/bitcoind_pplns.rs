@@ -57,21 +57,13 @@ fn pplns_pays_real_miners_in_the_coinbase_on_a_real_node() {
     let node = Node::start(&binary, &datadir, free_port());
     let (_, operator) = anyone_can_spend();
     node.call("generatetoaddress", json!([101, operator.to_string()]));
-    let (url, cookie) = (node.url(), node.cookie().display().to_string());
     let operator_text = operator.to_string();
     // Shares about once a second per connection (vardiff), every one of them a block;
     // the window holds roughly the last half minute of shares.
-    let pool = PoolProcess::start(
+    let pool = node.start_pool(
         &dir.path().join("pool"),
+        &operator,
         &[
-            "--chain",
-            "bitcoind",
-            "--bitcoind-url",
-            &url,
-            "--bitcoind-cookie",
-            &cookie,
-            "--payout-address",
-            &operator_text,
             "--reward",
             "pplns",
             "--pool-fee-bps",

@@ -6,8 +6,6 @@
 use std::time::Duration;
 
 use bitcoin::{Address, Network, ScriptBuf};
-use quarry_protocol::Extranonce;
-use quarry_tests::grind::grind;
 use quarry_tests::miner::{accepted_above, poll};
 use quarry_tests::peers::{Peer, CPUMINER_OPT, MINERD};
 use quarry_tests::{Client, PoolProcess};
@@ -61,18 +59,7 @@ async fn pool_at_the_cap(dir: &tempfile::TempDir) -> PoolProcess {
                 .request("mining.authorize", json!([worker, "x"]))
                 .await;
             assert_eq!(reply["result"], json!(true), "{reply}");
-            let job = client.job.clone().unwrap();
-            let share = grind(
-                &job,
-                client.extranonce1.unwrap(),
-                Extranonce::from_counter(u64::from(seed), 4),
-                client.job_difficulty,
-                0,
-                true,
-            );
-            let reply = client
-                .request("mining.submit", share.params(&worker, &job))
-                .await;
+            let reply = client.submit_valid(&worker, u64::from(seed)).await;
             assert_eq!(reply["result"], json!(true), "{reply}");
         }
     }

@@ -3,19 +3,9 @@
 
 use std::time::Duration;
 
-use quarry_tests::miner::{accepted_above, worker};
+use quarry_tests::miner::{accepted_above, worker, POOL_ARGS};
 use quarry_tests::{MinerProcess, PoolProcess};
 
-/// Tiny share difficulty so even an unoptimized miner finds shares every second;
-/// network difficulty 1 so no blocks interfere.
-const POOL_ARGS: &[&str] = &[
-    "--start-difficulty",
-    "1e-5",
-    "--chain-difficulty",
-    "1",
-    "--share-interval",
-    "1",
-];
 const WAIT: Duration = Duration::from_secs(20);
 
 #[test]

@@ -12,7 +12,7 @@ use std::io::ErrorKind;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use quarry_tests::miner::{accepted_above, poll};
+use quarry_tests::miner::{accepted_above, poll, POOL_ARGS};
 use quarry_tests::postgres::TestDatabase;
 use quarry_tests::process::binary;
 use quarry_tests::workspace;
@@ -353,16 +353,7 @@ fn every_metric_in_the_dashboard_and_rules_is_exported() {
     // A one-node cluster where PostgreSQL is at hand, so the cluster's metrics are
     // exported too; without it, the rules about them go unchecked.
     let db = TestDatabase::create("ops_metrics");
-    // Tiny share difficulty so one thread finds shares every second; network
-    // difficulty 1 so no blocks interfere.
-    let mut args = vec![
-        "--start-difficulty",
-        "1e-5",
-        "--chain-difficulty",
-        "1",
-        "--share-interval",
-        "1",
-    ];
+    let mut args = POOL_ARGS.to_vec();
     if let Some(db) = &db {
         args.extend(["--database", db.url.as_str()]);
     }

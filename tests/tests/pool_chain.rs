@@ -104,18 +104,9 @@ fn decode_hex(text: &str) -> Vec<u8> {
 async fn dave_submits(pool: &PoolProcess, counter: u64) -> f64 {
     let mut dave = Client::tcp(pool.tcp).await;
     dave.handshake("dave.rig").await;
-    let job = dave.job.clone().unwrap();
-    let share = grind(
-        &job,
-        dave.extranonce1.unwrap(),
-        Extranonce::from_counter(counter, 4),
-        dave.job_difficulty,
-        0,
-        true,
-    );
-    let reply = dave
-        .request("mining.submit", share.params("dave.rig", &job))
-        .await;
+    let share = dave.grind_valid(counter);
+    let params = share.params("dave.rig", dave.job.as_ref().unwrap());
+    let reply = dave.request("mining.submit", params).await;
     assert_eq!(reply["result"], json!(true), "{reply}");
     hash_difficulty(&share.hash)
 }

@@ -42,6 +42,19 @@ fn args<'a>(db: &'a TestDatabase, extra: &[&'a str]) -> Vec<&'a str> {
     args
 }
 
+/// `N` nodes on 127.0.0.2 on, each with its data in a directory of its own, once all
+/// report ok (and `/api/nodes` as the last one then answers).
+fn start_nodes<const N: usize>(
+    db: &TestDatabase,
+    extra: &[&str],
+) -> ([tempfile::TempDir; N], [PoolProcess; N], Value) {
+    let dirs: [tempfile::TempDir; N] = std::array::from_fn(|_| tempfile::tempdir().unwrap());
+    let nodes: [PoolProcess; N] =
+        std::array::from_fn(|i| node(db, &format!("127.0.0.{}", i + 2), &dirs[i], extra));
+    let status = wait_for_ok_nodes(&nodes[N - 1], N);
+    (dirs, nodes, status)
+}
+
 /// Polls `pool`'s `/api/nodes` until `ok` nodes report ok; returns the answer.
 fn wait_for_ok_nodes(pool: &PoolProcess, ok: usize) -> Value {
     poll(Duration::from_secs(30), || {
@@ -80,11 +93,7 @@ async fn three_nodes_one_ledger_and_a_kill_9_loses_nothing() {
     let Some(db) = TestDatabase::create("cluster_kill") else {
         return;
     };
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let a = node(&db, "127.0.0.2", &dirs[0], HARD_CHAIN);
-    let b = node(&db, "127.0.0.3", &dirs[1], HARD_CHAIN);
-    let c = node(&db, "127.0.0.4", &dirs[2], HARD_CHAIN);
-    let nodes = wait_for_ok_nodes(&c, 3);
+    let (_dirs, [a, b, c], nodes) = start_nodes(&db, HARD_CHAIN);
     eprintln!("GET /api/nodes (three-node run): {nodes:#}");
     let ids: Vec<u64> = nodes["nodes"]
         .as_array()
@@ -209,10 +218,7 @@ async fn a_ban_on_one_node_holds_on_every_node() {
     let Some(db) = TestDatabase::create("cluster_bans") else {
         return;
     };
-    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let a = node(&db, "127.0.0.2", &dirs[0], HARD_CHAIN);
-    let b = node(&db, "127.0.0.3", &dirs[1], HARD_CHAIN);
-    wait_for_ok_nodes(&b, 2);
+    let (_dirs, [a, b], _) = start_nodes(&db, HARD_CHAIN);
     // A rig on 127.0.0.9 mining on node B.
     let rig_ip = "127.0.0.9".parse().unwrap();
     let mut rig = Client::tcp_from(rig_ip, b.tcp).await.unwrap();
@@ -268,12 +274,9 @@ async fn blocks_found_on_any_node_move_every_node_to_the_new_tip() {
     let Some(db) = TestDatabase::create("cluster_chain") else {
         return;
     };
-    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     // A chain easy enough that every share is a block.
     let easy = ["--chain-difficulty", "1e-7", "--retarget-interval", "1000"];
-    let a = node(&db, "127.0.0.2", &dirs[0], &easy);
-    let b = node(&db, "127.0.0.3", &dirs[1], &easy);
-    wait_for_ok_nodes(&b, 2);
+    let (_dirs, [a, b], _) = start_nodes(&db, &easy);
     let mut on_a = Client::tcp(a.tcp).await;
     on_a.handshake("frank.a").await;
     let mut on_b = Client::tcp(b.tcp).await;
@@ -366,10 +369,7 @@ async fn a_worker_on_one_node_shows_its_hashrate_on_every_node() {
     let Some(db) = TestDatabase::create("cluster_hashrate") else {
         return;
     };
-    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let a = node(&db, "127.0.0.2", &dirs[0], HARD_CHAIN);
-    let b = node(&db, "127.0.0.3", &dirs[1], HARD_CHAIN);
-    wait_for_ok_nodes(&b, 2);
+    let (_dirs, [a, b], _) = start_nodes(&db, HARD_CHAIN);
     let mut client = Client::tcp(a.tcp).await;
     client.handshake("carol.rig").await;
     send_shares(&mut client, "carol.rig", 0, 200).await;

@@ -27,18 +27,7 @@ fn address(seed: u8) -> (String, ScriptBuf) {
 /// Submits `count` shares for `worker` on the client's current job; all accepted.
 async fn shares(client: &mut Client, worker: &str, first: u64, count: u64) {
     for i in first..first + count {
-        let job = client.job.clone().unwrap();
-        let share = grind(
-            &job,
-            client.extranonce1.unwrap(),
-            Extranonce::from_counter(i, 4),
-            client.job_difficulty,
-            0,
-            true,
-        );
-        let reply = client
-            .request("mining.submit", share.params(worker, &job))
-            .await;
+        let reply = client.submit_valid(worker, i).await;
         assert_eq!(reply["result"], json!(true), "{reply}");
     }
 }
