@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use quarry_protocol::Extranonce;
 use quarry_tests::client::tls_stream;
 use quarry_tests::grind::grind;
+use quarry_tests::miner::poll;
 use quarry_tests::wire::{whole_json_lines, Recorded};
 use quarry_tests::{Client, PoolProcess};
 use serde_json::{json, Value};
@@ -234,8 +235,16 @@ async fn a_resumed_session_is_handed_new_work_and_keeps_its_old() {
     let mined = [from_zero(&first, 1), from_zero(&first, 2)];
     let reply = first.request("mining.submit", mined[0].clone()).await;
     assert_eq!(reply["result"], json!(true), "{reply}");
-    // The second share is "in flight" when the connection drops.
+    // The second share is "in flight" when the connection drops. A live session cannot
+    // be resumed: wait until the pool has closed it (its lease is parked by then).
     drop(first);
+    let closed = poll(std::time::Duration::from_secs(30), || {
+        pool.api_get("/api/sessions")["sessions"]
+            .as_array()?
+            .is_empty()
+            .then_some(())
+    });
+    assert!(closed.is_some(), "{}", pool.api_get("/api/sessions"));
 
     let (mut resumed, seen) = recorded_tcp(&pool).await;
     let reply = resumed
