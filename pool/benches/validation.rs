@@ -35,6 +35,7 @@ fn share_validation(c: &mut Criterion) {
         version_mask: 0,
         difficulty_for: &difficulty_for,
         current_difficulty: difficulty,
+        payee: None,
     };
     let mut nonce = 0u32;
     let mut group = c.benchmark_group("validate");

@@ -45,15 +45,14 @@ pub const WITNESS_COMMITMENT_MAGIC: [u8; 6] = [0x6a, 0x24, 0xaa, 0x21, 0xa9, 0xe
 /// Length of a witness commitment output script: the magic and the 32-byte commitment.
 const WITNESS_COMMITMENT_LEN: usize = 38;
 
-/// What goes into a coinbase.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CoinbaseSpec<'a> {
+/// What goes into a block's coinbase besides its outputs: one recipe per template, from
+/// which a coinbase paying any outputs can be built (one per solo miner).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CoinbaseRecipe {
     /// The height of the block this coinbase belongs to, committed per BIP34.
     pub height: u64,
-    /// Where the whole reward (subsidy plus fees) goes, in order.
-    pub outputs: &'a [TxOut],
     /// Pushed after the extranonce so explorers show who mined the block; may be empty.
-    pub pool_tag: &'a [u8],
+    pub pool_tag: Vec<u8>,
     /// Length of the extranonce slot: extranonce1 plus extranonce2 bytes.
     pub extranonce_len: usize,
     /// The `default_witness_commitment` output script, for blocks with segwit transactions.
@@ -160,100 +159,103 @@ pub fn is_witness_commitment(script_pubkey: &Script) -> bool {
     bytes.len() >= WITNESS_COMMITMENT_LEN && bytes[..6] == WITNESS_COMMITMENT_MAGIC
 }
 
-/// Builds the coinbase for `spec` and splits it around the extranonce slot.
-///
-/// The transaction is version 2 with one input (null outpoint; lock time and sequence per
-/// [`CoinbaseSpec::lock_to_parent`]) and the spec's outputs, then the witness commitment
-/// (value 0) when given.
-///
-/// # Errors
-/// [`CoinbaseError::ExtranonceLen`] for an empty or over-long slot,
-/// [`CoinbaseError::ScriptSigLen`] when the scriptSig leaves 2..=100 bytes,
-/// [`CoinbaseError::WitnessCommitment`] for a commitment script of the wrong shape,
-/// [`CoinbaseError::Height`] / [`CoinbaseError::PoolTag`] for unencodable inputs.
-pub fn build(spec: &CoinbaseSpec) -> Result<CoinbaseParts, CoinbaseError> {
-    if !(1..=MAX_EXTRANONCE_LEN).contains(&spec.extranonce_len) {
-        return Err(CoinbaseError::ExtranonceLen {
-            got: spec.extranonce_len,
-        });
-    }
-    let height = height_script(spec.height)?;
-    let tag = if spec.pool_tag.is_empty() {
-        ScriptBuf::new()
-    } else {
-        let push = PushBytesBuf::try_from(spec.pool_tag.to_vec())
-            .map_err(|_| CoinbaseError::PoolTag(spec.pool_tag.len()))?;
-        script::Builder::new().push_slice(push).into_script()
-    };
-    let extranonce_push = 1 + spec.extranonce_len + VARIANT_LEN;
-    let total = height.len() + extranonce_push + tag.len();
-    if !SCRIPT_SIG_LEN.contains(&total) {
-        return Err(CoinbaseError::ScriptSigLen {
-            total,
-            height: height.len(),
-            extranonce: extranonce_push,
-            tag: tag.len(),
-        });
-    }
-    if let Some(commitment) = &spec.witness_commitment {
-        if !is_witness_commitment(commitment) {
-            return Err(CoinbaseError::WitnessCommitment(hex::encode(
-                commitment.as_bytes(),
-            )));
+impl CoinbaseRecipe {
+    /// Builds the coinbase paying `outputs` (the whole reward, subsidy plus fees, in
+    /// order) and splits it around the extranonce slot.
+    ///
+    /// The transaction is version 2 with one input (null outpoint; lock time and sequence per
+    /// [`CoinbaseRecipe::lock_to_parent`]) and the outputs, then the witness commitment
+    /// (value 0) when given.
+    ///
+    /// # Errors
+    /// [`CoinbaseError::ExtranonceLen`] for an empty or over-long slot,
+    /// [`CoinbaseError::ScriptSigLen`] when the scriptSig leaves 2..=100 bytes,
+    /// [`CoinbaseError::WitnessCommitment`] for a commitment script of the wrong shape,
+    /// [`CoinbaseError::Height`] / [`CoinbaseError::PoolTag`] for unencodable inputs.
+    pub fn build(&self, outputs: &[TxOut]) -> Result<CoinbaseParts, CoinbaseError> {
+        if !(1..=MAX_EXTRANONCE_LEN).contains(&self.extranonce_len) {
+            return Err(CoinbaseError::ExtranonceLen {
+                got: self.extranonce_len,
+            });
         }
-    }
+        let height = height_script(self.height)?;
+        let tag = if self.pool_tag.is_empty() {
+            ScriptBuf::new()
+        } else {
+            let push = PushBytesBuf::try_from(self.pool_tag.to_vec())
+                .map_err(|_| CoinbaseError::PoolTag(self.pool_tag.len()))?;
+            script::Builder::new().push_slice(push).into_script()
+        };
+        let extranonce_push = 1 + self.extranonce_len + VARIANT_LEN;
+        let total = height.len() + extranonce_push + tag.len();
+        if !SCRIPT_SIG_LEN.contains(&total) {
+            return Err(CoinbaseError::ScriptSigLen {
+                total,
+                height: height.len(),
+                extranonce: extranonce_push,
+                tag: tag.len(),
+            });
+        }
+        if let Some(commitment) = &self.witness_commitment {
+            if !is_witness_commitment(commitment) {
+                return Err(CoinbaseError::WitnessCommitment(hex::encode(
+                    commitment.as_bytes(),
+                )));
+            }
+        }
 
-    // The extranonce push, assembled byte-wise so the slot sits at a known offset; with
-    // placeholder zeros it is an ordinary `OP_PUSHBYTES_n` push.
-    let mut script_sig = Vec::with_capacity(total);
-    script_sig.extend_from_slice(height.as_bytes());
-    script_sig.push((spec.extranonce_len + VARIANT_LEN) as u8);
-    let slot_in_script = script_sig.len();
-    script_sig.resize(slot_in_script + spec.extranonce_len + VARIANT_LEN, 0);
-    script_sig.extend_from_slice(tag.as_bytes());
+        // The extranonce push, assembled byte-wise so the slot sits at a known offset; with
+        // placeholder zeros it is an ordinary `OP_PUSHBYTES_n` push.
+        let mut script_sig = Vec::with_capacity(total);
+        script_sig.extend_from_slice(height.as_bytes());
+        script_sig.push((self.extranonce_len + VARIANT_LEN) as u8);
+        let slot_in_script = script_sig.len();
+        script_sig.resize(slot_in_script + self.extranonce_len + VARIANT_LEN, 0);
+        script_sig.extend_from_slice(tag.as_bytes());
 
-    let mut output = spec.outputs.to_vec();
-    if let Some(commitment) = &spec.witness_commitment {
-        output.push(TxOut {
-            value: Amount::ZERO,
-            script_pubkey: commitment.clone(),
-        });
-    }
-    let (lock_time, sequence) = match spec.height.checked_sub(1).map(u32::try_from) {
-        Some(Ok(parent)) if spec.lock_to_parent => (
-            LockTime::from_height(parent).map_err(|_| CoinbaseError::Height(spec.height))?,
-            Sequence::ENABLE_LOCKTIME_NO_RBF,
-        ),
-        _ => (LockTime::ZERO, Sequence::MAX),
-    };
-    let tx = Transaction {
-        version: Version::TWO,
-        lock_time,
-        input: vec![TxIn {
-            previous_output: OutPoint::null(),
-            script_sig: ScriptBuf::from_bytes(script_sig),
-            sequence,
-            witness: Witness::new(),
-        }],
-        output,
-    };
-    let raw = bitcoin::consensus::serialize(&tx);
-    // version (4) || input count (1) || null outpoint (36) || scriptSig length (1, as
-    // the scriptSig is at most 100 bytes) || scriptSig up to the slot.
-    let slot = 4 + 1 + 36 + 1 + slot_in_script;
-    let end = slot + spec.extranonce_len;
-    match (raw.get(..slot), raw.get(end..)) {
-        (Some(coinb1), Some(coinb2)) => Ok(CoinbaseParts {
-            coinb1: coinb1.to_vec(),
-            coinb2: coinb2.to_vec(),
-        }),
-        // The layout above is fixed by the size checks; this is unreachable.
-        _ => Err(CoinbaseError::ScriptSigLen {
-            total,
-            height: height.len(),
-            extranonce: extranonce_push,
-            tag: tag.len(),
-        }),
+        let mut output = outputs.to_vec();
+        if let Some(commitment) = &self.witness_commitment {
+            output.push(TxOut {
+                value: Amount::ZERO,
+                script_pubkey: commitment.clone(),
+            });
+        }
+        let (lock_time, sequence) = match self.height.checked_sub(1).map(u32::try_from) {
+            Some(Ok(parent)) if self.lock_to_parent => (
+                LockTime::from_height(parent).map_err(|_| CoinbaseError::Height(self.height))?,
+                Sequence::ENABLE_LOCKTIME_NO_RBF,
+            ),
+            _ => (LockTime::ZERO, Sequence::MAX),
+        };
+        let tx = Transaction {
+            version: Version::TWO,
+            lock_time,
+            input: vec![TxIn {
+                previous_output: OutPoint::null(),
+                script_sig: ScriptBuf::from_bytes(script_sig),
+                sequence,
+                witness: Witness::new(),
+            }],
+            output,
+        };
+        let raw = bitcoin::consensus::serialize(&tx);
+        // version (4) || input count (1) || null outpoint (36) || scriptSig length (1, as
+        // the scriptSig is at most 100 bytes) || scriptSig up to the slot.
+        let slot = 4 + 1 + 36 + 1 + slot_in_script;
+        let end = slot + self.extranonce_len;
+        match (raw.get(..slot), raw.get(end..)) {
+            (Some(coinb1), Some(coinb2)) => Ok(CoinbaseParts {
+                coinb1: coinb1.to_vec(),
+                coinb2: coinb2.to_vec(),
+            }),
+            // The layout above is fixed by the size checks; this is unreachable.
+            _ => Err(CoinbaseError::ScriptSigLen {
+                total,
+                height: height.len(),
+                extranonce: extranonce_push,
+                tag: tag.len(),
+            }),
+        }
     }
 }
 
@@ -308,11 +310,10 @@ mod tests {
         }]
     }
 
-    fn spec(height: u64, outputs: &[TxOut]) -> CoinbaseSpec<'_> {
-        CoinbaseSpec {
+    fn recipe(height: u64) -> CoinbaseRecipe {
+        CoinbaseRecipe {
             height,
-            outputs,
-            pool_tag: b"/quarry/",
+            pool_tag: b"/quarry/".to_vec(),
             extranonce_len: 8,
             witness_commitment: None,
             lock_to_parent: false,
@@ -340,7 +341,7 @@ mod tests {
     fn parts_reassemble_to_a_coinbase_for_any_extranonce() {
         let payout = payout();
         for height in HEIGHTS {
-            let parts = build(&spec(height, &payout)).unwrap();
+            let parts = recipe(height).build(&payout).unwrap();
             assert_eq!(
                 parts.coinb1.last(),
                 Some(&10),
@@ -370,7 +371,7 @@ mod tests {
     fn bip34_height_of_assembled_blocks() {
         let payout = payout();
         for height in HEIGHTS {
-            let parts = build(&spec(height, &payout)).unwrap();
+            let parts = recipe(height).build(&payout).unwrap();
             let block = assemble_block(header(), &parts.with_extranonce(&[7; 8]), &[]).unwrap();
             let script_sig = &block.txdata[0].input[0].script_sig;
             assert!(commits_to_height(script_sig, height), "height {height}");
@@ -409,20 +410,21 @@ mod tests {
         let payout = payout();
         // height push 4 + extranonce push 11 + tag push 2+83 (OP_PUSHDATA1) = 100 bytes.
         let tag = [b'q'; 83];
-        let ok = CoinbaseSpec {
-            pool_tag: &tag,
-            ..spec(500_000, &payout)
+        let ok = CoinbaseRecipe {
+            pool_tag: tag.to_vec(),
+            ..recipe(500_000)
         };
-        let parts = build(&ok).unwrap();
+        let parts = ok.build(&payout).unwrap();
         let tx: Transaction =
             bitcoin::consensus::deserialize(&parts.with_extranonce(&[0; 8])).unwrap();
         assert_eq!(tx.input[0].script_sig.len(), 100);
 
         let tag = [b'q'; 84];
-        let err = build(&CoinbaseSpec {
-            pool_tag: &tag,
-            ..spec(500_000, &payout)
-        })
+        let err = CoinbaseRecipe {
+            pool_tag: tag.to_vec(),
+            ..recipe(500_000)
+        }
+        .build(&payout)
         .unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -431,20 +433,22 @@ mod tests {
         );
 
         for extranonce_len in [0, 74] {
-            let err = build(&CoinbaseSpec {
+            let err = CoinbaseRecipe {
                 extranonce_len,
-                pool_tag: b"",
-                ..spec(0, &payout)
-            })
+                pool_tag: Vec::new(),
+                ..recipe(0)
+            }
+            .build(&payout)
             .unwrap_err();
             assert!(matches!(err, CoinbaseError::ExtranonceLen { got } if got == extranonce_len));
         }
         // The smallest scriptSig: OP_0 and the push of a one-byte extranonce and the variant.
-        let parts = build(&CoinbaseSpec {
+        let parts = CoinbaseRecipe {
             extranonce_len: 1,
-            pool_tag: b"",
-            ..spec(0, &payout)
-        })
+            pool_tag: Vec::new(),
+            ..recipe(0)
+        }
+        .build(&payout)
         .unwrap();
         let tx: Transaction =
             bitcoin::consensus::deserialize(&parts.with_extranonce(&[0])).unwrap();
@@ -454,7 +458,7 @@ mod tests {
     #[test]
     fn variants_differ_only_in_the_variant_bytes_and_stay_valid() {
         let payout = payout();
-        let parts = build(&spec(500_000, &payout)).unwrap();
+        let parts = recipe(500_000).build(&payout).unwrap();
         let base = parts.with_extranonce(&[7; 8]);
         let variant = CoinbaseParts {
             coinb2: parts.coinb2_variant(0x0102),
@@ -473,15 +477,16 @@ mod tests {
     #[test]
     fn witness_is_added_only_with_a_commitment() {
         let payout = payout();
-        let plain = build(&spec(17, &payout)).unwrap();
+        let plain = recipe(17).build(&payout).unwrap();
         let block = assemble_block(header(), &plain.with_extranonce(&[1; 8]), &[]).unwrap();
         assert!(block.txdata[0].input[0].witness.is_empty());
         assert!(block.check_witness_commitment());
 
-        let segwit = build(&CoinbaseSpec {
+        let segwit = CoinbaseRecipe {
             witness_commitment: Some(commitment()),
-            ..spec(17, &payout)
-        })
+            ..recipe(17)
+        }
+        .build(&payout)
         .unwrap();
         let raw = segwit.with_extranonce(&[1; 8]);
         let tx: Transaction = bitcoin::consensus::deserialize(&raw).unwrap();
@@ -503,10 +508,11 @@ mod tests {
     #[test]
     fn malformed_commitments_are_rejected() {
         let payout = payout();
-        let err = build(&CoinbaseSpec {
+        let err = CoinbaseRecipe {
             witness_commitment: Some(ScriptBuf::from_bytes(vec![0x6a, 0x24])),
-            ..spec(1, &payout)
-        })
+            ..recipe(1)
+        }
+        .build(&payout)
         .unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -517,7 +523,7 @@ mod tests {
     #[test]
     fn assembly_rejects_garbage_and_non_coinbases() {
         let payout = payout();
-        let parts = build(&spec(3, &payout)).unwrap();
+        let parts = recipe(3).build(&payout).unwrap();
         let mut raw = parts.with_extranonce(&[0; 8]);
         raw.push(0);
         assert!(matches!(
@@ -542,9 +548,9 @@ mod tests {
     #[test]
     fn template_transactions_follow_the_coinbase() {
         let payout = payout();
-        let parts = build(&spec(200, &payout)).unwrap();
+        let parts = recipe(200).build(&payout).unwrap();
         let other: Transaction = bitcoin::consensus::deserialize(
-            &build(&spec(1, &payout)).unwrap().with_extranonce(&[9; 8]),
+            &recipe(1).build(&payout).unwrap().with_extranonce(&[9; 8]),
         )
         .unwrap();
         let block = assemble_block(

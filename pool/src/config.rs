@@ -161,11 +161,12 @@ pub struct RunArgs {
     /// Tag written into every coinbase [default: /quarry/].
     #[arg(long, env = "QUARRY_POOL_POOL_TAG", value_name = "TEXT")]
     pub pool_tag: Option<String>,
-    /// Who blocks pay: `operator` (the payout address) or `pplns` (the miners of the last
-    /// shares, in the coinbase; usernames are ADDRESS[.worker]) [default: operator].
+    /// Who blocks pay: `operator` (the payout address), `solo` (the finder's address, the
+    /// username ADDRESS[.worker]) or `pplns` (the miners of the last shares, in the
+    /// coinbase; usernames are ADDRESS[.worker]) [default: operator].
     #[arg(long, env = "QUARRY_POOL_REWARD", value_name = "SCHEME")]
     pub reward: Option<crate::reward::Scheme>,
-    /// The operator's fee under pplns, in basis points (100 = 1 %) [default: 0].
+    /// The operator's fee under solo and pplns, in basis points (100 = 1 %) [default: 0].
     #[arg(long, env = "QUARRY_POOL_POOL_FEE_BPS", value_name = "BPS")]
     pub pool_fee_bps: Option<u32>,
     /// The PPLNS window, in multiples of the network difficulty [default: 2].

@@ -18,6 +18,7 @@ use crate::jobs::JobBook;
 use crate::ledger::Ledger;
 use crate::limits::Guard;
 use crate::metrics::Metrics;
+use crate::reward::Reward;
 use crate::validate::Solved;
 
 /// What every session shares.
@@ -26,6 +27,8 @@ pub struct Context {
     pub book: Arc<JobBook>,
     pub accounting: Arc<Accounting>,
     pub ledger: Arc<dyn Ledger>,
+    /// Who blocks pay: the scheme, and solo miners' addresses.
+    pub reward: Arc<Reward>,
     pub extranonces: Allocator,
     /// Shares that solve a block go here, to the job source, at once.
     pub blocks: mpsc::Sender<Solved>,

@@ -73,7 +73,7 @@ async fn embedded_source(
     ledger: &Arc<dyn Ledger>,
     accounting: &Arc<Accounting>,
     cluster: Option<&Cluster>,
-) -> anyhow::Result<(Arc<JobBook>, JobSource)> {
+) -> anyhow::Result<(Arc<JobBook>, JobSource, Arc<Reward>)> {
     let operator = payout_script(config.payout_address.as_deref())?;
     let reward = Arc::new(Reward::new(
         config.reward,
@@ -111,12 +111,12 @@ async fn embedded_source(
             book: book.clone(),
             ledger: ledger.clone(),
             accounting: accounting.clone(),
-            reward,
+            reward: reward.clone(),
         },
         node: cluster.map(Cluster::id),
         chain_changed: cluster.map(Cluster::chain_changed),
     });
-    Ok((book, JobSource::Embedded(source)))
+    Ok((book, JobSource::Embedded(source), reward))
 }
 
 /// Bitcoin Core: waits for a node, checks the payout address against its network, and
@@ -127,7 +127,7 @@ async fn bitcoind_source(
     ledger: &Arc<dyn Ledger>,
     accounting: &Arc<Accounting>,
     cluster: Option<&Cluster>,
-) -> anyhow::Result<(Arc<JobBook>, JobSource)> {
+) -> anyhow::Result<(Arc<JobBook>, JobSource, Arc<Reward>)> {
     // Long polls wake at once for a new block but only every minute or so for mempool
     // changes, so their timeout must be well above a minute.
     let long_poll_timeout = bitcoind.timeout.max(Duration::from_secs(180));
@@ -166,12 +166,12 @@ async fn bitcoind_source(
             book: book.clone(),
             ledger: ledger.clone(),
             accounting: accounting.clone(),
-            reward,
+            reward: reward.clone(),
         },
         cluster,
     )
     .await?;
-    Ok((book, JobSource::Bitcoind(Arc::new(source))))
+    Ok((book, JobSource::Bitcoind(Arc::new(source)), reward))
 }
 
 /// What this node reports with each cluster heartbeat.
@@ -288,7 +288,7 @@ impl Pool {
                 .context("reading worker totals")?,
             recent,
         ));
-        let (book, source) = match &config.bitcoind {
+        let (book, source, reward) = match &config.bitcoind {
             None => embedded_source(&config, &ledger, &accounting, cluster.as_deref()).await?,
             Some(bitcoind) => {
                 bitcoind_source(&config, bitcoind, &ledger, &accounting, cluster.as_deref()).await?
@@ -301,6 +301,7 @@ impl Pool {
             book: book.clone(),
             accounting: accounting.clone(),
             ledger: ledger.clone(),
+            reward,
             extranonces: cluster
                 .as_deref()
                 .map_or_else(Allocator::default, |cluster| {

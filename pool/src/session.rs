@@ -27,12 +27,13 @@ use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tracing::Instrument;
 
-use crate::accounting::{now_ms, Accounting, WorkerStats};
+use crate::accounting::{account_of, now_ms, Accounting, WorkerStats};
 use crate::context::{Context, SessionInfo};
 use crate::extranonce::Lease;
-use crate::jobs::Announcement;
+use crate::jobs::{Announcement, Face};
 use crate::ledger::{AcceptedShare, LedgerError, RejectKind};
 use crate::limits::Budgets;
+use crate::reward::{Payee, Scheme};
 use crate::validate::{validate, SessionTerms, Solved};
 use crate::vardiff::{Vardiff, VardiffConfig};
 
@@ -142,8 +143,12 @@ struct Session {
     /// The difficulty announced with the latest job (before the first job: the
     /// one the first `set_difficulty` will carry).
     difficulty: Difficulty,
-    /// The job sent last (none before the first).
+    /// The job sent last (none before the first), and the face of it sent.
     last_job: Option<Arc<Announcement>>,
+    face: Option<Arc<Face>>,
+    /// Whom this session's coinbases pay when the pool mines solo: its first worker's
+    /// account, an address.
+    payee: Option<Payee>,
     out: Vec<Line>,
     acks: FuturesUnordered<PendingAck>,
     _count: SessionCount,
@@ -207,6 +212,8 @@ where
         version_mask: 0,
         workers: Vec::new(),
         last_job: None,
+        face: None,
+        payee: None,
         out: Vec::new(),
         acks: FuturesUnordered::new(),
         _count: SessionCount(ctx.accounting.clone()),
@@ -512,6 +519,10 @@ impl Session {
             self.reply_error(id, ErrorCode::Unauthorized, reason);
             return;
         }
+        if let Err(reason) = self.solo_payee(&authorize.username) {
+            self.reply_error(id, ErrorCode::Unauthorized, reason);
+            return;
+        }
         if !self.workers.iter().any(|w| *w.name == *authorize.username) {
             if self.workers.len() >= MAX_WORKERS {
                 self.reply_error(
@@ -541,6 +552,27 @@ impl Session {
         }
         self.reply(id, Value::Bool(true));
         self.first_job();
+    }
+
+    /// Under solo mining, whom `username`'s shares pay: the session's payee, set by its
+    /// first worker. Every worker of a connection mines for one address, since all get
+    /// the same jobs.
+    fn solo_payee(&mut self, username: &str) -> Result<(), String> {
+        if self.ctx.reward.scheme() != Scheme::Solo {
+            return Ok(());
+        }
+        let account = account_of(username);
+        match &self.payee {
+            Some(payee) if *payee.account == *account => Ok(()),
+            Some(payee) => Err(format!(
+                "this connection mines solo for {}; a worker of another address needs a connection of its own",
+                payee.account
+            )),
+            None => {
+                self.payee = Some(self.ctx.reward.payee(account)?);
+                Ok(())
+            }
+        }
     }
 
     fn suggest(&mut self, difficulty: Difficulty) {
@@ -575,30 +607,32 @@ impl Session {
         if self.last_job.is_none() || self.vardiff.current() != self.difficulty {
             self.send_difficulty();
         }
+        let face = announcement.job.face(self.payee.as_ref());
         if resuming {
             // The miner may have searched this job under this extranonce1
             // before the reconnect: it gets a variant of it, new work.
-            self.send_variant(announcement, true);
+            self.send_variant(&face, true);
         } else {
             self.remember(announcement.job.id);
             let line = if new_tip {
-                &announcement.clean_line
+                &face.clean_line
             } else {
-                &announcement.line
+                &face.line
             };
             self.out.push(Line::Shared(line.clone()));
         }
         self.last_job = Some(announcement.clone());
+        self.face = Some(face);
         new_tip
     }
 
-    /// Hands the miner `announcement`'s job as a variant never handed to its
-    /// extranonce1 before.
-    fn send_variant(&mut self, announcement: &Announcement, clean_jobs: bool) {
+    /// Hands the miner `face`'s job as a variant never handed to its extranonce1
+    /// before.
+    fn send_variant(&mut self, face: &Face, clean_jobs: bool) {
         let Some(lease) = &mut self.lease else {
             return;
         };
-        let (wire_id, line) = announcement.variant(lease.next_variant(), clean_jobs);
+        let (wire_id, line) = face.variant(lease.next_variant(), clean_jobs);
         self.remember(wire_id);
         self.out.push(line.into());
     }
@@ -611,7 +645,7 @@ impl Session {
     /// difficulty did not change, and the job is not re-announced once it is
     /// void (retired or stale): the next job carries the change.
     fn announce_difficulty_now(&mut self) {
-        let Some(job) = self.last_job.clone() else {
+        let (Some(job), Some(face)) = (self.last_job.clone(), self.face.clone()) else {
             return;
         };
         if self.vardiff.current() == self.difficulty {
@@ -619,7 +653,7 @@ impl Session {
         }
         self.send_difficulty();
         if self.ctx.book.is_live(&job.job) {
-            self.send_variant(&job, false);
+            self.send_variant(&face, false);
         }
     }
 
@@ -675,6 +709,7 @@ impl Session {
             version_mask: self.version_mask,
             difficulty_for: &difficulty_for,
             current_difficulty: self.difficulty,
+            payee: self.payee.as_ref(),
         };
         let started = std::time::Instant::now();
         let verdict = validate(&self.ctx.book, &submit, &terms);

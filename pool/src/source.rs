@@ -191,7 +191,7 @@ impl EmbeddedSource {
             raw,
             status: BLOCK_ACCEPTED.to_owned(),
             node: self.node,
-            payouts: candidate.job.template.payouts.split.lines.clone(),
+            payouts: candidate.face.payouts.split.lines.clone(),
         };
         if let Err(err) = self.out.ledger.record_block(record).await {
             tracing::error!(%hash, %err, "could not record the found block");

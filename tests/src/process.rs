@@ -193,6 +193,33 @@ impl PoolProcess {
             .unwrap_or_else(|e| panic!("GET {url}: {e}"))
     }
 
+    /// Sends `method path` to the pool's API, with `token` as its bearer token and `body`
+    /// as JSON when given; returns the status and the JSON answer, errors included.
+    pub fn api_request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let url = format!("http://{}{}", self.api, path);
+        let mut request = ureq::request(method, &url).timeout(Duration::from_secs(30));
+        if let Some(token) = token {
+            request = request.set("authorization", &format!("Bearer {token}"));
+        }
+        let response = match body {
+            Some(body) => request.send_json(body),
+            None => request.call(),
+        };
+        let response = match response {
+            Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+            Err(err) => panic!("{method} {url}: {err}"),
+        };
+        let status = response.status();
+        let body = response.into_json().unwrap_or(Value::Null);
+        (status, body)
+    }
+
     /// The certificate the pool serves over TLS (self-signed, in its data dir).
     pub fn certificate_pem(&self) -> Vec<u8> {
         std::fs::read(self.data_dir.join("tls-cert.pem"))

@@ -17,6 +17,13 @@ use serde_json::{json, Value};
 
 use crate::process::PoolProcess;
 
+/// A regtest address of our own making (P2WSH of a script made from `seed`), one per
+/// seed.
+pub fn address(seed: u16) -> Address {
+    let script = ScriptBuf::from_bytes(seed.to_le_bytes().to_vec());
+    Address::p2wsh(&script, Network::Regtest)
+}
+
 /// How long the node may take to start or reach a height.
 const WAIT: Duration = Duration::from_secs(60);
 

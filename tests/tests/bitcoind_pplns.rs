@@ -9,23 +9,14 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use bitcoin::{Address, Network, ScriptBuf};
 use quarry_tests::miner::poll;
 use quarry_tests::peers::{Peer, PeerMiner, CPUMINER_OPT, MINERD};
-use quarry_tests::regtest::{anyone_can_spend, bitcoind, free_port, Node};
+use quarry_tests::regtest::{address, anyone_can_spend, bitcoind, free_port, Node};
 use quarry_tests::{MinerProcess, PoolProcess};
 use serde_json::{json, Value};
 
 /// Blocks the pool must find before the miners stop.
 const BLOCKS: usize = 40;
-
-/// A regtest address of our own making.
-fn address(seed: u8) -> Address {
-    Address::p2wsh(
-        ScriptBuf::from_bytes(vec![seed]).as_script(),
-        Network::Regtest,
-    )
-}
 
 fn sats(btc: &Value) -> u64 {
     (btc.as_f64().unwrap() * 1e8).round() as u64
@@ -79,7 +70,7 @@ fn pplns_pays_real_miners_in_the_coinbase_on_a_real_node() {
     let stratum = format!("stratum+tcp://127.0.0.1:{}", pool.tcp.port());
     let mut miners: BTreeMap<String, String> = BTreeMap::new();
     let mut quarry = Vec::new();
-    for (seed, threads) in [(1u8, "1"), (2, "2"), (3, "4")] {
+    for (seed, threads) in [(1u16, "1"), (2, "2"), (3, "4")] {
         let payee = address(seed).to_string();
         quarry.push(MinerProcess::start(&[
             "-o",
@@ -93,7 +84,7 @@ fn pplns_pays_real_miners_in_the_coinbase_on_a_real_node() {
     }
     let cert = dir.path().join("unused-cert.pem");
     let mut peers: Vec<PeerMiner> = Vec::new();
-    for (seed, peer) in [(4u8, &MINERD), (5, &CPUMINER_OPT)] {
+    for (seed, peer) in [(4u16, &MINERD), (5, &CPUMINER_OPT)] {
         if let Some(binary) = peer.binary() {
             let payee = address(seed).to_string();
             peers.push(Peer::start(

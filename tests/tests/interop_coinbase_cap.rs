@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use bitcoin::{Address, Network, ScriptBuf};
 use quarry_tests::miner::{accepted_above, poll};
 use quarry_tests::peers::{Peer, CPUMINER_OPT, MINERD};
+use quarry_tests::regtest::address;
 use quarry_tests::{Client, PoolProcess};
 use serde_json::json;
 
@@ -17,12 +17,6 @@ const ACCOUNTS: u16 = 110;
 const CAP: usize = 100;
 /// Workers one connection may authorize.
 const PER_CONNECTION: u16 = 55;
-
-/// A regtest address of our own making.
-fn address(seed: u16) -> String {
-    let script = ScriptBuf::from_bytes(seed.to_le_bytes().to_vec());
-    Address::p2wsh(&script, Network::Regtest).to_string()
-}
 
 /// A pool whose current coinbase has `CAP` outputs.
 async fn pool_at_the_cap(dir: &tempfile::TempDir) -> PoolProcess {

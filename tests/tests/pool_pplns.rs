@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use bitcoin::consensus::encode::deserialize_hex;
-use bitcoin::{Address, Block, Network, ScriptBuf};
+use bitcoin::{Block, ScriptBuf};
 use quarry_protocol::target::network_difficulty;
 use quarry_protocol::{Difficulty, Extranonce};
 use quarry_tests::grind::grind;
@@ -16,11 +16,8 @@ use quarry_tests::{Client, PoolProcess};
 use serde_json::{json, Value};
 
 /// A regtest address of our own making, and its script.
-fn address(seed: u8) -> (String, ScriptBuf) {
-    let address = Address::p2wsh(
-        ScriptBuf::from_bytes(vec![seed]).as_script(),
-        Network::Regtest,
-    );
+fn address(seed: u16) -> (String, ScriptBuf) {
+    let address = quarry_tests::regtest::address(seed);
     (address.to_string(), address.script_pubkey())
 }
 

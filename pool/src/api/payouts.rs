@@ -3,24 +3,44 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
 use super::error;
-use crate::accounting::rfc3339;
+use crate::accounting::{account_of, rfc3339};
 use crate::context::Context;
 use crate::ledger::BLOCK_ACCEPTED;
+use crate::reward::Scheme;
+
+/// Whose coinbase `/api/payouts/current` shows.
+#[derive(serde::Deserialize)]
+pub(super) struct Whose {
+    account: Option<String>,
+}
 
 /// What the current job's coinbase pays, and the coinbase itself: any miner can check
-/// the split against the ledger's numbers and the coinbase it hashes.
-pub(super) async fn current(State(ctx): State<Arc<Context>>) -> Json<Value> {
+/// the split against the ledger's numbers and the coinbase it hashes. Under solo each
+/// miner hashes a coinbase of its own: `?account=ADDRESS` shows that one (without it,
+/// the job's own, everything to the operator, which no miner is handed).
+pub(super) async fn current(
+    State(ctx): State<Arc<Context>>,
+    Query(whose): Query<Whose>,
+) -> Response {
     let current = ctx.book.current();
     let job = &current.job;
+    let payee = match (ctx.reward.scheme(), whose.account) {
+        (Scheme::Solo, Some(account)) => match ctx.reward.payee(account_of(&account)) {
+            Ok(payee) => Some(payee),
+            Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
+        },
+        _ => None,
+    };
+    let face = job.face(payee.as_ref());
     let template = &job.template;
-    let payouts = &template.payouts;
+    let payouts = &face.payouts;
     let outputs: Vec<Value> = payouts
         .split
         .outputs
@@ -45,9 +65,10 @@ pub(super) async fn current(State(ctx): State<Arc<Context>>) -> Json<Value> {
         "window": payouts.window,
         "outputs": outputs,
         "payees": payouts.split.lines,
-        "coinb1": hex::encode(&template.coinbase.coinb1),
-        "coinb2": hex::encode(&template.coinbase.coinb2),
+        "coinb1": hex::encode(&face.coinbase.coinb1),
+        "coinb2": hex::encode(&face.coinbase.coinb2),
     }))
+    .into_response()
 }
 
 /// Confirmations after which a coinbase output may be spent (Bitcoin's

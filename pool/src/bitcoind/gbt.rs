@@ -23,9 +23,7 @@ use quarry_protocol::merkle::branch_from_txids;
 use serde::Deserialize;
 
 use crate::chain::Template;
-use crate::coinbase::{
-    self, assemble_block, CoinbaseError, CoinbaseSpec, WITNESS_COMMITMENT_MAGIC,
-};
+use crate::coinbase::{assemble_block, CoinbaseError, CoinbaseRecipe, WITNESS_COMMITMENT_MAGIC};
 use crate::reward::JobPayouts;
 
 /// Bitcoin's weight units per byte of non-witness data (BIP141).
@@ -147,34 +145,30 @@ impl BlockTemplate {
         let transactions = self.decode_transactions()?;
         let coinbase_value = Amount::from_sat(self.coinbasevalue);
 
-        let build = |kept: &[Transaction]| -> Result<_, TemplateError> {
-            let spec = CoinbaseSpec {
-                height: self.height,
-                outputs: &payouts.split.outputs,
-                pool_tag: &config.pool_tag,
-                extranonce_len: config.extranonce_len,
-                witness_commitment: Some(witness_commitment(kept)),
-                lock_to_parent: true,
-            };
-            Ok(coinbase::build(&spec)?)
+        let recipe = |kept: &[Transaction]| CoinbaseRecipe {
+            height: self.height,
+            pool_tag: config.pool_tag.clone(),
+            extranonce_len: config.extranonce_len,
+            witness_commitment: Some(witness_commitment(kept)),
+            lock_to_parent: true,
         };
-        let coinbase = build(&transactions)?;
+        // Transactions are kept so that the widest coinbase any miner may be handed fits.
+        let widest = recipe(&transactions).build(&payouts.widest_outputs())?;
         let keep = self.fitting(
-            &coinbase.with_extranonce(&vec![0; config.extranonce_len]),
+            &widest.with_extranonce(&vec![0; config.extranonce_len]),
             &transactions,
         )?;
-        let (coinbase, transactions) = if keep == transactions.len() {
-            (coinbase, transactions)
-        } else {
+        let mut transactions = transactions;
+        if keep < transactions.len() {
             tracing::warn!(
                 height = self.height,
                 dropped = transactions.len() - keep,
                 "template transactions dropped to fit the coinbase within the block limits"
             );
-            let mut transactions = transactions;
             transactions.truncate(keep);
-            (build(&transactions)?, transactions)
-        };
+        }
+        let recipe = recipe(&transactions);
+        let coinbase = recipe.build(&payouts.split.outputs)?;
         let txids: Vec<[u8; 32]> = transactions
             .iter()
             .map(|tx| tx.compute_txid().to_byte_array())
@@ -186,6 +180,7 @@ impl BlockTemplate {
             bits,
             time: self.curtime.max(self.mintime),
             coinbase,
+            recipe,
             merkle_branch: branch_from_txids(&txids),
             transactions,
             coinbase_value,

@@ -6,7 +6,7 @@ use bitcoin::{Block, BlockHash, Target, TxMerkleNode, TxOut};
 
 use super::retarget::MAX_NBITS;
 use super::{subsidy, ChainError, ChainParams, BLOCK_VERSION};
-use crate::coinbase::{self, CoinbaseSpec};
+use crate::coinbase;
 
 /// The genesis timestamp: 2025-01-01T00:00:00Z. Fixed so that the same parameters always
 /// give the same genesis block.
@@ -25,17 +25,10 @@ pub fn genesis_bits() -> bitcoin::CompactTarget {
 /// subsidy to `params.payout`, a zero extranonce, and the first nonce that meets
 /// [`GENESIS_NBITS`].
 pub(super) fn mine(params: &ChainParams) -> Result<Block, ChainError> {
-    let parts = coinbase::build(&CoinbaseSpec {
-        height: 0,
-        outputs: &[TxOut {
-            value: subsidy(0),
-            script_pubkey: params.payout.clone(),
-        }],
-        pool_tag: &params.pool_tag,
-        extranonce_len: params.extranonce_len,
-        witness_commitment: None,
-        lock_to_parent: false,
-    })?;
+    let parts = super::coinbase_recipe(params, 0).build(&[TxOut {
+        value: subsidy(0),
+        script_pubkey: params.payout.clone(),
+    }])?;
     let raw = parts.with_extranonce(&vec![0; params.extranonce_len]);
     let placeholder = Header {
         version: Version::from_consensus(BLOCK_VERSION),

@@ -23,11 +23,11 @@ use std::time::Duration;
 
 use bitcoin::block::Header;
 use bitcoin::hashes::Hash;
-use bitcoin::{Amount, Block, BlockHash, CompactTarget, ScriptBuf, Target, Transaction, TxOut};
+use bitcoin::{Amount, Block, BlockHash, CompactTarget, ScriptBuf, Target, Transaction};
 use quarry_protocol::merkle::branch_from_txids;
 use quarry_protocol::target::{network_difficulty, Difficulty};
 
-use crate::coinbase::{self, CoinbaseError, CoinbaseParts, CoinbaseSpec};
+use crate::coinbase::{CoinbaseError, CoinbaseParts, CoinbaseRecipe};
 use crate::reward::JobPayouts;
 pub use validate::{MAX_FUTURE_BLOCK_TIME, MIN_VERSION};
 
@@ -97,6 +97,8 @@ pub struct Template {
     pub time: u32,
     /// The coinbase split around its `extranonce_len`-byte slot.
     pub coinbase: CoinbaseParts,
+    /// How the coinbase was built, to build one paying other outputs (a solo miner's).
+    pub recipe: CoinbaseRecipe,
     /// The block's other transactions, in order (none on the embedded chain).
     pub transactions: Vec<Transaction>,
     /// The coinbase's merkle branch, raw sha256d siblings bottom-up.
@@ -229,7 +231,7 @@ impl EmbeddedChain {
             return Err(ChainError::RetargetInterval);
         }
         // The longest scriptSig the chain will ever template.
-        coinbase::build(&coinbase_spec(&params, MAX_HEIGHT, &[]))?;
+        coinbase_recipe(&params, MAX_HEIGHT).build(&[])?;
 
         let mut stored = stored.into_iter();
         let Some(raw_genesis) = stored.next() else {
@@ -356,9 +358,8 @@ impl EmbeddedChain {
         let payouts = pay(value);
         // `open` built the longest scriptSig this chain can need, so this cannot fail
         // below `MAX_HEIGHT`, which `accept` never passes.
-        let coinbase =
-            coinbase::build(&coinbase_spec(&self.params, height, &payouts.split.outputs))
-                .unwrap_or_default();
+        let recipe = coinbase_recipe(&self.params, height);
+        let coinbase = recipe.build(&payouts.split.outputs).unwrap_or_default();
         Template {
             height,
             prev_hash: self.tip_hash(),
@@ -366,6 +367,7 @@ impl EmbeddedChain {
             bits: self.next_bits(),
             time: now.max(self.median_time_past().saturating_add(1)),
             coinbase,
+            recipe,
             transactions: Vec::new(),
             merkle_branch: branch_from_txids(&[]),
             coinbase_value: value,
@@ -433,15 +435,10 @@ impl EmbeddedChain {
     }
 }
 
-fn coinbase_spec<'a>(
-    params: &'a ChainParams,
-    height: u64,
-    outputs: &'a [TxOut],
-) -> CoinbaseSpec<'a> {
-    CoinbaseSpec {
+fn coinbase_recipe(params: &ChainParams, height: u64) -> CoinbaseRecipe {
+    CoinbaseRecipe {
         height,
-        outputs,
-        pool_tag: &params.pool_tag,
+        pool_tag: params.pool_tag.clone(),
         extranonce_len: params.extranonce_len,
         witness_commitment: None,
         lock_to_parent: false,

@@ -8,7 +8,7 @@ use quarry_protocol::{Extranonce, HexBytes, HexU32Be, Notify, PrevHash, RawHash}
 use super::genesis::{genesis_bits, GENESIS_TIME};
 use super::retarget::max_bits;
 use super::*;
-use crate::coinbase::{assemble_block, WITNESS_COMMITMENT_MAGIC};
+use crate::coinbase::{self, assemble_block, WITNESS_COMMITMENT_MAGIC};
 
 /// 1e-10 is below regtest's difficulty (4.66e-10), so the target is the maximum and about every
 /// second nonce solves a block.
@@ -486,15 +486,14 @@ fn coinbase_at(height: u64, value: Amount, commitment: Option<ScriptBuf>) -> Tra
         value,
         script_pubkey: payout(),
     }];
-    let parts = coinbase::build(&CoinbaseSpec {
+    let recipe = CoinbaseRecipe {
         height,
-        outputs: &outputs,
-        pool_tag: b"/quarry-test/",
+        pool_tag: b"/quarry-test/".to_vec(),
         extranonce_len: 8,
         witness_commitment: commitment,
         lock_to_parent: false,
-    })
-    .unwrap();
+    };
+    let parts = recipe.build(&outputs).unwrap();
     bitcoin::consensus::deserialize(&parts.with_extranonce(&[0; 8])).unwrap()
 }
 

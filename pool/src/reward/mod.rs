@@ -1,5 +1,10 @@
-//! Who a block pays: the operator alone (`operator`), or every miner in proportion to its
-//! work in the last shares (`pplns`), paid directly by the block's coinbase.
+//! Who a block pays: the operator alone (`operator`), the miner that found it (`solo`), or
+//! every miner in proportion to its work in the last shares (`pplns`), paid directly by
+//! the block's coinbase.
+//!
+//! Under solo each miner's jobs carry a coinbase paying its own address, less the fee
+//! ([`JobPayouts::for_finder`]); the job's own coinbase (everything to the operator) is
+//! never handed out.
 //!
 //! Under PPLNS a payee is an account: the part of a worker name before the dot, which
 //! must be an address on the chain's network to be paid (an account without one is
@@ -15,7 +20,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use bitcoin::address::NetworkUnchecked;
-use bitcoin::{Address, Amount, Network, ScriptBuf};
+use bitcoin::{Address, Amount, Network, ScriptBuf, TxOut};
 use serde::{Deserialize, Serialize};
 
 use crate::accounting::account_of;
@@ -28,6 +33,8 @@ use split::{Rules, Split, Standing};
 pub enum Scheme {
     /// Every block pays the payout address.
     Operator,
+    /// Every block pays the address of the miner that found it, less the fee.
+    Solo,
     /// Every block's coinbase pays the miners of the last shares, less the fee.
     Pplns,
 }
@@ -37,6 +44,7 @@ impl Scheme {
     pub fn as_str(self) -> &'static str {
         match self {
             Scheme::Operator => "operator",
+            Scheme::Solo => "solo",
             Scheme::Pplns => "pplns",
         }
     }
@@ -55,10 +63,29 @@ pub struct RewardConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobPayouts {
     pub scheme: Scheme,
-    /// The window's size in credited difficulty (0 under `operator`).
+    /// The window's size in credited difficulty (0 unless `pplns`).
     pub window: f64,
     pub fee_bps: u32,
+    /// Where the fee (and whatever no miner is paid) goes.
+    pub operator: ScriptBuf,
     pub split: Split,
+}
+
+/// Whom a solo miner's coinbase pays: its account and the account's address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Payee {
+    pub account: Arc<str>,
+    pub script: ScriptBuf,
+}
+
+/// The widest output script an address pays to (P2WSH, P2TR: 34 bytes), one byte more,
+/// and with a signature operation (P2PKH has one): a coinbase with it in place of a solo
+/// miner's output is at least as large, in bytes, weight and sigops, as any miner's.
+fn widest_script() -> ScriptBuf {
+    let mut bytes = vec![0x21];
+    bytes.extend_from_slice(&[0x02; 33]);
+    bytes.push(bitcoin::opcodes::all::OP_CHECKSIG.to_u8());
+    ScriptBuf::from_bytes(bytes)
 }
 
 impl JobPayouts {
@@ -73,8 +100,52 @@ impl JobPayouts {
             scheme: Scheme::Operator,
             window: 0.0,
             fee_bps: 0,
+            operator: operator.clone(),
             split: split::split(value, &BTreeMap::new(), operator, rules),
         }
+    }
+
+    /// What a coinbase of `value` pays when `finder` mines it solo: the fee to the
+    /// operator, the rest to the finder. Under any other scheme, these payouts.
+    pub fn for_finder(&self, value: Amount, finder: &Payee) -> JobPayouts {
+        if self.scheme != Scheme::Solo {
+            return self.clone();
+        }
+        let standing = Standing {
+            credit: 1.0,
+            owed: 0,
+            script: Some(finder.script.clone()),
+        };
+        let rules = Rules {
+            fee_bps: self.fee_bps,
+            dust: Amount::ZERO,
+            max_outputs: 2,
+        };
+        JobPayouts {
+            scheme: Scheme::Solo,
+            window: 0.0,
+            fee_bps: self.fee_bps,
+            operator: self.operator.clone(),
+            split: split::split(
+                value,
+                &BTreeMap::from([(finder.account.to_string(), standing)]),
+                &self.operator,
+                rules,
+            ),
+        }
+    }
+
+    /// The outputs of the widest coinbase a miner may be handed for this job: the split's,
+    /// and under solo one more as wide as any address's.
+    pub fn widest_outputs(&self) -> Vec<TxOut> {
+        let mut outputs = self.split.outputs.clone();
+        if self.scheme == Scheme::Solo {
+            outputs.push(TxOut {
+                value: Amount::ZERO,
+                script_pubkey: widest_script(),
+            });
+        }
+        outputs
     }
 }
 
@@ -116,9 +187,9 @@ impl Reward {
     /// The standings for a job at `network_difficulty`: under PPLNS the window's credits
     /// and the owed balances (the last ones read, should the ledger fail).
     pub async fn standings(&self, network_difficulty: f64) -> Arc<Standings> {
-        if self.config.scheme == Scheme::Operator {
+        if self.config.scheme != Scheme::Pplns {
             return Arc::new(Standings {
-                scheme: Scheme::Operator,
+                scheme: self.config.scheme,
                 window: 0.0,
                 payees: BTreeMap::new(),
             });
@@ -143,7 +214,9 @@ impl Reward {
         }
     }
 
-    /// What a coinbase of `value` pays under `standings`.
+    /// What a coinbase of `value` pays under `standings` (under solo: what it pays with no
+    /// finder, everything to the operator; each miner is handed
+    /// [`JobPayouts::for_finder`]).
     pub fn payouts(&self, standings: &Standings, value: Amount) -> JobPayouts {
         if standings.scheme == Scheme::Operator {
             return JobPayouts::operator(value, &self.operator);
@@ -152,8 +225,37 @@ impl Reward {
             scheme: standings.scheme,
             window: standings.window,
             fee_bps: self.config.rules.fee_bps,
+            operator: self.operator.clone(),
             split: split::split(value, &standings.payees, &self.operator, self.config.rules),
         }
+    }
+
+    /// The scheme blocks are paid by.
+    pub fn scheme(&self) -> Scheme {
+        self.config.scheme
+    }
+
+    /// Whom a solo miner of `account` is paid: the account's address.
+    ///
+    /// # Errors
+    /// Why the account cannot be paid, for the miner: not an address, or one of another
+    /// network.
+    pub fn payee(&self, account: &str) -> Result<Payee, String> {
+        let excerpt: String = account.chars().take(100).collect();
+        let address = Address::<NetworkUnchecked>::from_str(account).map_err(|_| {
+            format!("solo mining pays the username's address: {excerpt:?} is not a bitcoin address")
+        })?;
+        let network = self.network;
+        let address = address.require_network(network).map_err(|_| {
+            format!(
+                "{excerpt:?} is not an address of this pool's network ({})",
+                network_name(network)
+            )
+        })?;
+        Ok(Payee {
+            account: Arc::from(account),
+            script: address.script_pubkey(),
+        })
     }
 
     async fn read(&self, window: f64) -> Result<Standings, LedgerError> {
@@ -197,5 +299,16 @@ impl Reward {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<Standings>>> {
         self.last.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A network as miners name it.
+fn network_name(network: Network) -> &'static str {
+    match network {
+        Network::Bitcoin => "mainnet",
+        Network::Testnet => "testnet3",
+        Network::Testnet4 => "testnet4",
+        Network::Signet => "signet",
+        Network::Regtest => "regtest",
     }
 }

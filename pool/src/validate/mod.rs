@@ -13,8 +13,9 @@ use quarry_protocol::share::{header_hash, rolled_version, ShareFields};
 use quarry_protocol::target::{hash_difficulty, meets_target};
 use quarry_protocol::{Difficulty, Extranonce};
 
-use crate::jobs::{Job, JobBook, JobRef};
+use crate::jobs::{Face, Job, JobBook, JobRef};
 use crate::ledger::RejectKind;
+use crate::reward::Payee;
 
 /// A block candidate and the worker whose share solved it.
 pub struct Solved {
@@ -35,11 +36,15 @@ pub struct SessionTerms<'a> {
     pub difficulty_for: &'a dyn Fn(u64) -> Option<Difficulty>,
     /// The difficulty announced last.
     pub current_difficulty: Difficulty,
+    /// Whom the session's coinbases pay when it mines solo.
+    pub payee: Option<&'a Payee>,
 }
 
 /// A share that solves a block: everything needed to assemble it.
 pub struct BlockCandidate {
     pub job: Arc<Job>,
+    /// The job as the miner had it: its coinbase and what that pays.
+    pub face: Arc<Face>,
     pub header: Header,
     pub coinbase: Vec<u8>,
     pub hash_difficulty: f64,
@@ -123,7 +128,8 @@ pub fn validate(book: &JobBook, submit: &Submit, terms: &SessionTerms<'_>) -> Ve
         nonce: submit.nonce.0,
         version,
     };
-    let coinbase = job.coinbase(variant, &fields.extranonce1, &fields.extranonce2);
+    let face = job.face(terms.payee);
+    let coinbase = face.coinbase(variant, &fields.extranonce1, &fields.extranonce2);
     let leaf = quarry_protocol::hash::sha256d(&coinbase);
     let branch: Vec<[u8; 32]> = job.notify.merkle_branch.iter().map(|h| h.0).collect();
     let root = quarry_protocol::merkle::root_from_branch(leaf, &branch);
@@ -133,6 +139,7 @@ pub fn validate(book: &JobBook, submit: &Submit, terms: &SessionTerms<'_>) -> Ve
 
     let block = meets_target(&hash, &job.block_target).then(|| BlockCandidate {
         job: job.clone(),
+        face,
         header,
         coinbase,
         hash_difficulty: achieved,

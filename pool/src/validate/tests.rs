@@ -36,6 +36,7 @@ fn terms(mask: u32, difficulty: f64) -> SessionTerms<'static> {
         version_mask: mask,
         difficulty_for: &|_| None,
         current_difficulty: Difficulty::new(difficulty).expect("a valid difficulty"),
+        payee: None,
     }
 }
 

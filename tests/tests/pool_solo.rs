@@ -1,0 +1,209 @@
+//! Solo mining on the embedded chain over real sockets: the username is the miner's
+//! address, checked against the chain's network at authorize (error 24 otherwise); every
+//! miner's jobs carry a coinbase paying its own address less the fee, the same one for
+//! every connection of that address; a block found pays its finder exactly that, and the
+//! finder's earnings show it while nobody else's do.
+
+use std::time::Duration;
+
+use bitcoin::consensus::encode::deserialize_hex;
+use bitcoin::{Block, ScriptBuf, Transaction};
+use quarry_protocol::target::network_difficulty;
+use quarry_protocol::{Difficulty, Extranonce, Notify};
+use quarry_tests::grind::grind;
+use quarry_tests::miner::poll;
+use quarry_tests::regtest::address;
+use quarry_tests::{Client, PoolProcess};
+use serde_json::{json, Value};
+
+/// The pool's fee, in basis points.
+const FEE_BPS: u64 = 200;
+
+fn solo_pool(dir: &tempfile::TempDir) -> PoolProcess {
+    PoolProcess::start(
+        dir.path(),
+        &[
+            "--reward",
+            "solo",
+            "--pool-fee-bps",
+            "200",
+            "--chain-difficulty",
+            "1e-4",
+            "--start-difficulty",
+            "1e-9",
+            "--max-difficulty",
+            "1e-8",
+        ],
+    )
+}
+
+/// The outputs of `job`'s coinbase (with zero extranonces): script and amount.
+fn outputs(job: &Notify) -> Vec<(ScriptBuf, u64)> {
+    let hex = format!("{}{}{}", job.coinb1, "00".repeat(8), job.coinb2);
+    let tx: Transaction = deserialize_hex(&hex).unwrap();
+    tx.output
+        .into_iter()
+        .map(|o| (o.script_pubkey, o.value.to_sat()))
+        .collect()
+}
+
+/// The reply to `mining.authorize` of `worker` on a fresh subscribed connection.
+async fn authorize(client: &mut Client, worker: &str) -> Value {
+    client
+        .request("mining.subscribe", json!(["quarry-tests/1"]))
+        .await;
+    client
+        .request("mining.authorize", json!([worker, "x"]))
+        .await
+}
+
+fn refused(reply: &Value, containing: &str) {
+    assert_eq!(reply["result"], Value::Null, "{reply}");
+    assert_eq!(reply["error"][0], json!(24), "{reply}");
+    let message = reply["error"][1].as_str().unwrap();
+    assert!(message.contains(containing), "{message:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usernames_must_be_addresses_of_the_chains_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = solo_pool(&dir);
+    let mut client = Client::tcp(pool.tcp).await;
+    let reply = authorize(&mut client, "alice.rig").await;
+    refused(&reply, "\"alice\" is not a bitcoin address");
+    // A mainnet address on a regtest chain.
+    let reply = client
+        .request(
+            "mining.authorize",
+            json!(["bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq.rig", "x"]),
+        )
+        .await;
+    refused(&reply, "is not an address of this pool's network (regtest)");
+    // One connection mines for one address.
+    let alice = address(1).to_string();
+    let reply = client
+        .request("mining.authorize", json!([format!("{alice}.a"), "x"]))
+        .await;
+    assert_eq!(reply["result"], json!(true), "{reply}");
+    let bob = address(2).to_string();
+    let reply = client
+        .request("mining.authorize", json!([format!("{bob}.b"), "x"]))
+        .await;
+    refused(&reply, &format!("this connection mines solo for {alice}"));
+    let reply = client
+        .request("mining.authorize", json!([format!("{alice}.second"), "x"]))
+        .await;
+    assert_eq!(reply["result"], json!(true), "{reply}");
+    // The API refuses to show a coinbase for what is not an address, as authorize does.
+    let (status, body) = pool.api_request("GET", "/api/payouts/current?account=alice", None, None);
+    assert_eq!(status, 400, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_address_mines_its_own_coinbase_and_the_finder_takes_the_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = solo_pool(&dir);
+    let (alice, bob) = (address(1), address(2));
+    let (alice_worker, bob_worker) = (format!("{alice}.rig"), format!("{bob}.rig"));
+    let mut a1 = Client::tcp(pool.tcp).await;
+    a1.handshake(&alice_worker).await;
+    let mut a2 = Client::tcp(pool.tcp).await;
+    a2.handshake(&format!("{alice}.other")).await;
+    let mut b = Client::tcp(pool.tcp).await;
+    b.handshake(&bob_worker).await;
+
+    let (job_a1, job_a2, job_b) = (
+        a1.job.clone().unwrap(),
+        a2.job.clone().unwrap(),
+        b.job.clone().unwrap(),
+    );
+    let operator = ScriptBuf::from_bytes(vec![0x51]);
+    let value: u64 = outputs(&job_b).iter().map(|(_, sats)| sats).sum();
+    let fee = value * FEE_BPS / 10_000;
+    assert_eq!(
+        outputs(&job_a1),
+        [
+            (operator.clone(), fee),
+            (alice.script_pubkey(), value - fee)
+        ]
+    );
+    assert_eq!(
+        outputs(&job_b),
+        [(operator.clone(), fee), (bob.script_pubkey(), value - fee)]
+    );
+    // Both of Alice's connections were handed the same coinbase for the same job.
+    if job_a1.job_id == job_a2.job_id {
+        assert_eq!(
+            (&job_a1.coinb1, &job_a1.coinb2),
+            (&job_a2.coinb1, &job_a2.coinb2)
+        );
+    }
+    // The API shows each miner the coinbase it hashes.
+    let shown = pool.api_get(&format!("/api/payouts/current?account={alice}"));
+    assert_eq!(shown["scheme"], json!("solo"), "{shown}");
+    assert_eq!(shown["operator_amount"], json!(fee), "{shown}");
+    assert_eq!(
+        shown["outputs"][1]["to"],
+        json!(alice.to_string()),
+        "{shown}"
+    );
+    assert_eq!(shown["outputs"][1]["amount"], json!(value - fee), "{shown}");
+
+    // Shares are judged on each miner's own coinbase.
+    for i in 0..3 {
+        let reply = a1.submit_valid(&alice_worker, i).await;
+        assert_eq!(reply["result"], json!(true), "{reply}");
+        let reply = b.submit_valid(&bob_worker, i).await;
+        assert_eq!(reply["result"], json!(true), "{reply}");
+    }
+    // A share ground on Bob's coinbase but sent by Alice's connection does not count
+    // there: it hashes to something else.
+    let stolen = b.grind_valid(50);
+    let reply = a1
+        .request("mining.submit", stolen.params(&alice_worker, &job_b))
+        .await;
+    assert_ne!(reply["result"], json!(true), "{reply}");
+
+    // Bob finds a block: it pays him the value less the fee, and the operator the fee.
+    let job = b.job.clone().unwrap();
+    let network = Difficulty::new(network_difficulty(job.nbits.0)).unwrap();
+    let block_share = grind(
+        &job,
+        b.extranonce1.unwrap(),
+        Extranonce::from_counter(100, 4),
+        network,
+        0,
+        true,
+    );
+    let reply = b
+        .request("mining.submit", block_share.params(&bob_worker, &job))
+        .await;
+    assert_eq!(reply["result"], json!(true), "{reply}");
+    let found = poll(Duration::from_secs(30), || {
+        let blocks = pool.api_get("/api/blocks");
+        blocks["blocks"].as_array()?.first().cloned()
+    })
+    .unwrap_or_else(|| panic!("the found block: {}", pool.api_get("/api/blocks")));
+    let block: Block = deserialize_hex(found["raw"].as_str().unwrap()).unwrap();
+    let paid: Vec<(ScriptBuf, u64)> = block.txdata[0]
+        .output
+        .iter()
+        .map(|o| (o.script_pubkey.clone(), o.value.to_sat()))
+        .collect();
+    assert_eq!(
+        paid,
+        [(operator, fee), (bob.script_pubkey(), value - fee)],
+        "{found}"
+    );
+    let table = found["payouts"].as_array().unwrap();
+    assert_eq!(table.len(), 1, "{found}");
+    assert_eq!(table[0]["payee"], json!(bob.to_string()), "{found}");
+    assert_eq!(table[0]["paid"], json!(value - fee), "{found}");
+
+    let earnings = pool.api_get(&format!("/api/accounts/{bob}/earnings"));
+    assert_eq!(earnings["paid_immature"], json!(value - fee), "{earnings}");
+    assert_eq!(earnings["blocks"][0]["status"], json!("immature"));
+    let earnings = pool.api_get(&format!("/api/accounts/{alice}/earnings"));
+    assert_eq!(earnings["paid_immature"], json!(0), "{earnings}");
+    assert_eq!(earnings["blocks"], json!([]), "{earnings}");
+}
