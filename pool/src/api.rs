@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -44,6 +44,10 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/api/accounts/{account}", get(account))
         .route("/api/accounts/{account}/history", get(account_history))
         .route("/api/accounts/{account}/earnings", get(payouts::earnings))
+        .route(
+            "/api/accounts/{account}/address",
+            put(payouts::bind).delete(payouts::unbind),
+        )
         .route("/api/pool/history", get(pool_history))
         .route("/api/blocks/{hash}/raw", get(raw_block))
         .merge(crate::dashboard::router())
@@ -153,7 +157,12 @@ async fn accounts(State(ctx): State<Arc<Context>>) -> Json<Value> {
 async fn account(State(ctx): State<Arc<Context>>, Path(name): Path<String>) -> Response {
     let workers = ctx.accounting.workers(Some(&name));
     match crate::accounts::accounts(&workers).pop() {
-        Some(view) => Json(json!({ "account": view, "workers": workers })).into_response(),
+        Some(view) => Json(json!({
+            "account": view,
+            "workers": workers,
+            "payout_address": ctx.reward.payout_address(&name),
+        }))
+        .into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no account named {name:?}")),
     }
 }
@@ -233,7 +242,7 @@ async fn pool(State(ctx): State<Arc<Context>>) -> Json<Value> {
 
 /// Checks the bearer token of a mutating request, in constant time;
 /// returns the refusal when it is missing or wrong.
-fn refusal(ctx: &Context, headers: &HeaderMap) -> Option<Response> {
+pub(crate) fn refusal(ctx: &Context, headers: &HeaderMap) -> Option<Response> {
     let Some(expected) = &ctx.config.admin_token else {
         return Some(error(
             StatusCode::FORBIDDEN,

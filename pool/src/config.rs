@@ -420,7 +420,8 @@ pub struct WatchArgs {
     /// Seconds between checks of every worker [default: 5].
     #[arg(long, env = "QUARRY_POOL_CHECK_INTERVAL", value_name = "SECONDS")]
     pub check_interval: Option<f64>,
-    /// URL that receives worker status changes as JSON POSTs [default: none].
+    /// URL that receives worker status changes and found and orphaned blocks (with their
+    /// payout tables) as JSON POSTs [default: none].
     #[arg(long, env = "QUARRY_POOL_WEBHOOK", value_name = "URL")]
     pub webhook: Option<String>,
 }

@@ -71,7 +71,7 @@ fn payout_script(address: Option<&str>) -> anyhow::Result<ScriptBuf> {
 async fn embedded_source(
     config: &PoolConfig,
     ledger: &Arc<dyn Ledger>,
-    accounting: &Arc<Accounting>,
+    outlets: impl Fn(&Arc<JobBook>, &Arc<Reward>) -> Outlets,
     cluster: Option<&Cluster>,
 ) -> anyhow::Result<(Arc<JobBook>, JobSource, Arc<Reward>)> {
     let operator = payout_script(config.payout_address.as_deref())?;
@@ -107,12 +107,7 @@ async fn embedded_source(
     let book = Arc::new(JobBook::new(paid_template(&chain, &reward).await));
     let source = Arc::new(EmbeddedSource {
         chain,
-        out: Outlets {
-            book: book.clone(),
-            ledger: ledger.clone(),
-            accounting: accounting.clone(),
-            reward: reward.clone(),
-        },
+        out: outlets(&book, &reward),
         node: cluster.map(Cluster::id),
         chain_changed: cluster.map(Cluster::chain_changed),
     });
@@ -125,7 +120,7 @@ async fn bitcoind_source(
     config: &PoolConfig,
     bitcoind: &BitcoindConfig,
     ledger: &Arc<dyn Ledger>,
-    accounting: &Arc<Accounting>,
+    outlets: impl Fn(&Arc<JobBook>, &Arc<Reward>) -> Outlets,
     cluster: Option<&Cluster>,
 ) -> anyhow::Result<(Arc<JobBook>, JobSource, Arc<Reward>)> {
     // Long polls wake at once for a new block but only every minute or so for mempool
@@ -162,12 +157,7 @@ async fn bitcoind_source(
         connected,
         coinbase,
         settings,
-        Outlets {
-            book: book.clone(),
-            ledger: ledger.clone(),
-            accounting: accounting.clone(),
-            reward: reward.clone(),
-        },
+        outlets(&book, &reward),
         cluster,
     )
     .await?;
@@ -288,10 +278,25 @@ impl Pool {
                 .context("reading worker totals")?,
             recent,
         ));
+        let metrics = Arc::new(Metrics::new(config.metrics_per_worker));
+        let webhook = match &config.watch.webhook {
+            Some(url) => Some(Arc::new(
+                Webhook::start(url.clone(), metrics.webhook.clone())
+                    .context("starting the webhook sender")?,
+            )),
+            None => None,
+        };
+        let outlets = |book: &Arc<JobBook>, reward: &Arc<Reward>| Outlets {
+            book: book.clone(),
+            ledger: ledger.clone(),
+            accounting: accounting.clone(),
+            reward: reward.clone(),
+            webhook: webhook.clone(),
+        };
         let (book, source, reward) = match &config.bitcoind {
-            None => embedded_source(&config, &ledger, &accounting, cluster.as_deref()).await?,
+            None => embedded_source(&config, &ledger, outlets, cluster.as_deref()).await?,
             Some(bitcoind) => {
-                bitcoind_source(&config, bitcoind, &ledger, &accounting, cluster.as_deref()).await?
+                bitcoind_source(&config, bitcoind, &ledger, outlets, cluster.as_deref()).await?
             }
         };
         let shutdown = CancellationToken::new();
@@ -312,7 +317,7 @@ impl Pool {
             next_session: AtomicU64::new(1),
             guard: Guard::new(config.limits.clone()),
             sessions: DashMap::new(),
-            metrics: Arc::new(Metrics::new(config.metrics_per_worker)),
+            metrics,
             cluster: cluster.clone(),
         });
         if cluster.is_some() {
@@ -334,13 +339,6 @@ impl Pool {
             }
         });
         background.spawn(source.run(solved_rx, config.job_interval, shutdown.clone()));
-        let webhook = match &config.watch.webhook {
-            Some(url) => Some(
-                Webhook::start(url.clone(), ctx.metrics.webhook.clone())
-                    .context("starting the webhook sender")?,
-            ),
-            None => None,
-        };
         let history = HistoryWriter::new(ctx.accounting.clone(), ctx.ledger.clone(), now_ms());
         background.spawn(history.run(shutdown.clone()));
         let monitor = Monitor::new(ctx.accounting.clone(), config.watch.clone(), webhook);

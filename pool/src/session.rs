@@ -807,7 +807,7 @@ impl Session {
 
 /// Checks an `account.worker` name: 1..=128 printable ASCII characters without
 /// quotes, slashes or backslashes, not starting with `.` or `_`.
-fn check_worker_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_worker_name(name: &str) -> Result<(), String> {
     let excerpt: String = name.chars().take(40).collect();
     if name.is_empty() || name.len() > 128 {
         return Err(format!(

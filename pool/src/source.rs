@@ -13,17 +13,20 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bitcoin::BlockHash;
 use quarry_protocol::share::block_hash;
+use serde_json::json;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::accounting::{now_ms, Accounting};
+use crate::accounting::{account_of, now_ms, rfc3339, Accounting};
 use crate::bitcoind::BitcoindSource;
 use crate::chain::{EmbeddedChain, Template};
 use crate::jobs::JobBook;
-use crate::ledger::{FoundBlock, Ledger, BLOCK_ACCEPTED};
+use crate::ledger::{FoundBlock, Ledger, BLOCK_ACCEPTED, BLOCK_ORPHANED};
 use crate::reward::Reward;
-use crate::validate::Solved;
+use crate::validate::{BlockCandidate, Solved};
+use crate::watch::webhook::Webhook;
 
 /// What a job source publishes jobs to, records blocks in, and pays blocks by.
 pub struct Outlets {
@@ -31,6 +34,59 @@ pub struct Outlets {
     pub ledger: Arc<dyn Ledger>,
     pub accounting: Arc<Accounting>,
     pub reward: Arc<Reward>,
+    /// The operator's webhook, told of every block found and orphaned.
+    pub webhook: Option<Arc<Webhook>>,
+}
+
+impl Outlets {
+    /// Records a found block, mined on `candidate`, and tells the webhook with the
+    /// block's payout table.
+    pub async fn record_block(&self, record: FoundBlock, candidate: &BlockCandidate) {
+        if let Some(webhook) = &self.webhook {
+            let payouts = &candidate.face.payouts;
+            let outputs: Vec<serde_json::Value> = payouts
+                .split
+                .outputs
+                .iter()
+                .zip(&payouts.split.paid_to)
+                .map(|(output, to)| json!({"to": to, "amount": output.value.to_sat()}))
+                .collect();
+            webhook.send(json!({
+                "event": "block_found",
+                "height": record.height,
+                "hash": record.hash.to_string(),
+                "worker": record.worker,
+                "account": account_of(&record.worker),
+                "status": record.status,
+                "node": record.node,
+                "time": rfc3339(record.time_ms),
+                "scheme": payouts.scheme.as_str(),
+                "coinbase_value": candidate.job.template.coinbase_value.to_sat(),
+                "fee_bps": payouts.fee_bps,
+                "outputs": outputs,
+                "payouts": record.payouts,
+            }));
+        }
+        let hash = record.hash;
+        if let Err(err) = self.ledger.record_block(record).await {
+            tracing::error!(%hash, %err, "could not record the found block");
+        }
+    }
+
+    /// Marks a found block orphaned, and tells the webhook.
+    pub async fn block_orphaned(&self, height: u64, hash: BlockHash) {
+        if let Err(err) = self.ledger.set_block_status(hash, BLOCK_ORPHANED).await {
+            tracing::error!(%hash, %err, "could not mark the block orphaned");
+        }
+        if let Some(webhook) = &self.webhook {
+            webhook.send(json!({
+                "event": "block_orphaned",
+                "height": height,
+                "hash": hash.to_string(),
+                "time": rfc3339(now_ms()),
+            }));
+        }
+    }
 }
 
 /// A job source, started the same way whichever chain it serves.
@@ -193,9 +249,7 @@ impl EmbeddedSource {
             node: self.node,
             payouts: candidate.face.payouts.split.lines.clone(),
         };
-        if let Err(err) = self.out.ledger.record_block(record).await {
-            tracing::error!(%hash, %err, "could not record the found block");
-        }
+        self.out.record_block(record, &candidate).await;
         self.out.accounting.block_found();
         tracing::info!(height, %hash, %worker, "block found");
         let template = self.next_template().await;

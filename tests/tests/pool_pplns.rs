@@ -194,3 +194,100 @@ async fn the_coinbase_pays_the_window_by_credited_difficulty_after_the_fee() {
         assert_eq!(line["owed_after"], json!(0), "{line}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_is_paid_to_the_address_the_operator_binds_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = PoolProcess::start(
+        dir.path(),
+        &[
+            "--reward",
+            "pplns",
+            "--admin-token",
+            "s3cret",
+            "--chain-difficulty",
+            "1e-4",
+            "--start-difficulty",
+            "1e-9",
+            "--max-difficulty",
+            "1e-8",
+            "--job-interval",
+            "0.2",
+        ],
+    );
+    let mut carol = Client::tcp(pool.tcp).await;
+    carol.handshake("carol.rig").await;
+    shares(&mut carol, "carol.rig", 0, 3).await;
+    let carol_line = |payouts: &Value| -> Option<Value> {
+        payouts["payees"]
+            .as_array()?
+            .iter()
+            .find(|l| l["payee"] == "carol")
+            .cloned()
+    };
+    // Not an address: credited, but carried as owed.
+    let carried = poll(Duration::from_secs(30), || {
+        carol_line(&pool.api_get("/api/payouts/current"))
+    })
+    .expect("carol in the window");
+    assert_eq!(carried["paid"], json!(0), "{carried}");
+    assert!(carried["owed_after"].as_i64().unwrap() > 0, "{carried}");
+
+    let path = "/api/accounts/carol/address";
+    let (bound, bound_script) = address(7);
+    let body = || Some(json!({ "address": bound }));
+    assert_eq!(pool.api_request("PUT", path, None, body()).0, 401);
+    assert_eq!(pool.api_request("PUT", path, Some("wrong"), body()).0, 401);
+    let (status, reply) = pool.api_request(
+        "PUT",
+        path,
+        Some("s3cret"),
+        Some(json!({"address": "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"})),
+    );
+    assert_eq!(status, 400, "{reply}");
+    assert!(
+        reply["error"].as_str().unwrap().contains("regtest"),
+        "{reply}"
+    );
+    let (status, reply) = pool.api_request(
+        "PUT",
+        "/api/accounts/carol.rig/address",
+        Some("s3cret"),
+        body(),
+    );
+    assert_eq!(status, 400, "{reply}");
+    let (status, reply) = pool.api_request("PUT", path, Some("s3cret"), body());
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["payout_address"], json!(bound), "{reply}");
+    assert_eq!(
+        pool.api_get("/api/accounts/carol")["payout_address"],
+        json!(bound)
+    );
+
+    // The next jobs pay carol's bound address what she earned and was owed.
+    let payouts = poll(Duration::from_secs(30), || {
+        let payouts = pool.api_get("/api/payouts/current");
+        (amount_to(&payouts, "carol") > 0).then_some(payouts)
+    })
+    .expect("a job paying carol");
+    let line = carol_line(&payouts).unwrap();
+    assert_eq!(line["owed_after"], json!(0), "{line}");
+    let script = payouts["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["to"] == "carol")
+        .unwrap()["script"]
+        .clone();
+    assert_eq!(script, json!(bound_script.to_hex_string()), "{payouts}");
+
+    // Unbound, she is carried again.
+    let (status, reply) = pool.api_request("DELETE", path, Some("s3cret"), None);
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["payout_address"], Value::Null, "{reply}");
+    poll(Duration::from_secs(30), || {
+        let payouts = pool.api_get("/api/payouts/current");
+        (amount_to(&payouts, "carol") == 0 && carol_line(&payouts)?["paid"] == 0).then_some(())
+    })
+    .expect("carol carried again once unbound");
+}

@@ -1,10 +1,14 @@
 //! Solo mining on the embedded chain over real sockets: the username is the miner's
 //! address, checked against the chain's network at authorize (error 24 otherwise); every
 //! miner's jobs carry a coinbase paying its own address less the fee, the same one for
-//! every connection of that address; a block found pays its finder exactly that, and the
-//! finder's earnings show it while nobody else's do.
+//! every connection of that address; a block found pays its finder exactly that, the
+//! operator's webhook hears of it with its payout table, and the finder's earnings show
+//! it while nobody else's do.
 
 use std::time::Duration;
+
+use axum::routing::post;
+use axum::{Json, Router};
 
 use bitcoin::consensus::encode::deserialize_hex;
 use bitcoin::{Block, ScriptBuf, Transaction};
@@ -15,26 +19,41 @@ use quarry_tests::miner::poll;
 use quarry_tests::regtest::address;
 use quarry_tests::{Client, PoolProcess};
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
 
 /// The pool's fee, in basis points.
 const FEE_BPS: u64 = 200;
 
-fn solo_pool(dir: &tempfile::TempDir) -> PoolProcess {
-    PoolProcess::start(
-        dir.path(),
-        &[
-            "--reward",
-            "solo",
-            "--pool-fee-bps",
-            "200",
-            "--chain-difficulty",
-            "1e-4",
-            "--start-difficulty",
-            "1e-9",
-            "--max-difficulty",
-            "1e-8",
-        ],
-    )
+fn solo_pool(dir: &tempfile::TempDir, extra: &[&str]) -> PoolProcess {
+    let mut args = vec![
+        "--reward",
+        "solo",
+        "--pool-fee-bps",
+        "200",
+        "--chain-difficulty",
+        "1e-4",
+        "--start-difficulty",
+        "1e-9",
+        "--max-difficulty",
+        "1e-8",
+    ];
+    args.extend_from_slice(extra);
+    PoolProcess::start(dir.path(), &args)
+}
+
+/// A webhook receiver on loopback: its URL, and the events it is POSTed.
+async fn webhook_receiver() -> (String, mpsc::UnboundedReceiver<Value>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app = Router::new().route(
+        "/events",
+        post(move |Json(event): Json<Value>| async move {
+            let _ = tx.send(event);
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, rx)
 }
 
 /// The outputs of `job`'s coinbase (with zero extranonces): script and amount.
@@ -67,7 +86,7 @@ fn refused(reply: &Value, containing: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usernames_must_be_addresses_of_the_chains_network() {
     let dir = tempfile::tempdir().unwrap();
-    let pool = solo_pool(&dir);
+    let pool = solo_pool(&dir, &[]);
     let mut client = Client::tcp(pool.tcp).await;
     let reply = authorize(&mut client, "alice.rig").await;
     refused(&reply, "\"alice\" is not a bitcoin address");
@@ -102,7 +121,8 @@ async fn usernames_must_be_addresses_of_the_chains_network() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_address_mines_its_own_coinbase_and_the_finder_takes_the_block() {
     let dir = tempfile::tempdir().unwrap();
-    let pool = solo_pool(&dir);
+    let (webhook, mut events) = webhook_receiver().await;
+    let pool = solo_pool(&dir, &["--webhook", &webhook]);
     let (alice, bob) = (address(1), address(2));
     let (alice_worker, bob_worker) = (format!("{alice}.rig"), format!("{bob}.rig"));
     let mut a1 = Client::tcp(pool.tcp).await;
@@ -200,10 +220,59 @@ async fn each_address_mines_its_own_coinbase_and_the_finder_takes_the_block() {
     assert_eq!(table[0]["payee"], json!(bob.to_string()), "{found}");
     assert_eq!(table[0]["paid"], json!(value - fee), "{found}");
 
+    // The webhook carries the same table, and the coinbase's outputs.
+    let event = loop {
+        let event = tokio::time::timeout(Duration::from_secs(30), events.recv())
+            .await
+            .expect("a block_found event within 30 s")
+            .unwrap();
+        if event["event"] == "block_found" {
+            break event;
+        }
+    };
+    assert_eq!(event["hash"], found["hash"], "{event}");
+    assert_eq!(event["worker"], json!(bob_worker), "{event}");
+    assert_eq!(event["account"], json!(bob.to_string()), "{event}");
+    assert_eq!(event["payouts"], found["payouts"], "{event}");
+    assert_eq!(
+        event["outputs"],
+        json!([
+            {"to": "operator", "amount": fee},
+            {"to": bob.to_string(), "amount": value - fee},
+        ]),
+        "{event}"
+    );
+
     let earnings = pool.api_get(&format!("/api/accounts/{bob}/earnings"));
     assert_eq!(earnings["paid_immature"], json!(value - fee), "{earnings}");
     assert_eq!(earnings["blocks"][0]["status"], json!("immature"));
     let earnings = pool.api_get(&format!("/api/accounts/{alice}/earnings"));
     assert_eq!(earnings["paid_immature"], json!(0), "{earnings}");
     assert_eq!(earnings["blocks"], json!([]), "{earnings}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_with_a_bound_address_mines_solo_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = solo_pool(&dir, &["--admin-token", "s3cret"]);
+    let mut before = Client::tcp(pool.tcp).await;
+    refused(
+        &authorize(&mut before, "dave.rig").await,
+        "\"dave\" is not a bitcoin address",
+    );
+    let bound = address(9);
+    let (status, reply) = pool.api_request(
+        "PUT",
+        "/api/accounts/dave/address",
+        Some("s3cret"),
+        Some(json!({ "address": bound.to_string() })),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let mut dave = Client::tcp(pool.tcp).await;
+    dave.handshake("dave.rig").await;
+    let job = dave.job.clone().unwrap();
+    let paid = outputs(&job);
+    assert_eq!(paid[1].0, bound.script_pubkey(), "{paid:?}");
+    let reply = dave.submit_valid("dave.rig", 0).await;
+    assert_eq!(reply["result"], json!(true), "{reply}");
 }

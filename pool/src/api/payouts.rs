@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -13,7 +13,8 @@ use super::error;
 use crate::accounting::{account_of, rfc3339};
 use crate::context::Context;
 use crate::ledger::BLOCK_ACCEPTED;
-use crate::reward::Scheme;
+use crate::reward::{BindError, Scheme};
+use crate::session::check_worker_name;
 
 /// Whose coinbase `/api/payouts/current` shows.
 #[derive(serde::Deserialize)]
@@ -122,10 +123,67 @@ pub(super) async fn earnings(
     let owed = owed.first().map_or(0, |(_, sats)| *sats);
     Json(json!({
         "account": account,
+        "payout_address": ctx.reward.payout_address(&account),
         "paid_mature": mature,
         "paid_immature": immature,
         "owed": owed,
         "blocks": blocks,
     }))
     .into_response()
+}
+
+/// The address to bind: `{"address": "..."}`.
+#[derive(serde::Deserialize)]
+pub(super) struct Binding {
+    address: String,
+}
+
+/// Binds an address to an account (admin): the account's payouts, under PPLNS and solo,
+/// go to it from the next job on.
+pub(super) async fn bind(
+    State(ctx): State<Arc<Context>>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    Json(binding): Json<Binding>,
+) -> Response {
+    change_binding(&ctx, &headers, account, Some(binding.address)).await
+}
+
+/// Removes an account's bound address (admin): it is paid to itself again when it is an
+/// address, or carried as owed.
+pub(super) async fn unbind(
+    State(ctx): State<Arc<Context>>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    change_binding(&ctx, &headers, account, None).await
+}
+
+async fn change_binding(
+    ctx: &Context,
+    headers: &HeaderMap,
+    account: String,
+    address: Option<String>,
+) -> Response {
+    if let Some(denied) = super::refusal(ctx, headers) {
+        return denied;
+    }
+    if let Err(reason) = check_worker_name(&account) {
+        return error(StatusCode::BAD_REQUEST, reason);
+    }
+    if account.contains('.') {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{account:?} is a worker name; an account has no dot"),
+        );
+    }
+    match ctx.reward.bind(&account, address.as_deref()).await {
+        Ok(()) => Json(json!({
+            "account": account,
+            "payout_address": ctx.reward.payout_address(&account),
+        }))
+        .into_response(),
+        Err(BindError::Address(reason)) => error(StatusCode::BAD_REQUEST, reason),
+        Err(BindError::Ledger(err)) => error(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+    }
 }

@@ -409,9 +409,7 @@ impl BitcoindSource {
             node: self.node,
             payouts: candidate.face.payouts.split.lines.clone(),
         };
-        if let Err(err) = self.out.ledger.record_block(record).await {
-            tracing::error!(%hash, %err, "could not record the found block");
-        }
+        self.out.record_block(record, &candidate).await;
         self.refresh().await;
     }
 
@@ -446,9 +444,7 @@ impl BitcoindSource {
                     .submissions
                     .orphaned
                     .fetch_add(1, Ordering::Relaxed);
-                if let Err(err) = self.out.ledger.set_block_status(hash, "orphaned").await {
-                    tracing::error!(%hash, %err, "could not mark the block orphaned");
-                }
+                self.out.block_orphaned(height, hash).await;
             }
         }
     }

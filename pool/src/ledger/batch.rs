@@ -43,6 +43,8 @@ pub(super) enum Op {
     ChainBlock(u64, Vec<u8>),
     /// Minutes of hashrate history, and the time that ages old buckets.
     History(Vec<HistoryRow>, i64),
+    /// An account's payout address bound (`Some`) or unbound (`None`).
+    Binding(String, Option<String>),
 }
 
 impl Op {

@@ -62,7 +62,8 @@ macro_rules! conformance_tests {
             old_minutes_roll_up_into_hours,
             an_accepted_block_starts_every_best_share_over,
             pplns_windows_are_read_newest_first_and_kept_from_pruning,
-            payouts_move_owed_balances_while_their_block_is_accepted
+            payouts_move_owed_balances_while_their_block_is_accepted,
+            bound_addresses_are_replaced_and_removed_and_survive_reopen
         );
 
         /// A `kill -9` in the middle of a share stream loses no acknowledged share.
@@ -985,4 +986,30 @@ pub(super) async fn old_minutes_roll_up_into_hours(fixture: &dyn Fixture) {
         .unwrap();
     assert_eq!(minutes.len(), 1 + 60, "one hour row and 60 minute rows");
     store.close().await.unwrap();
+}
+
+pub(super) async fn bound_addresses_are_replaced_and_removed_and_survive_reopen(
+    fixture: &impl Fixture,
+) {
+    let store = fixture.open(LedgerOptions::default()).await;
+    assert!(store.bindings().await.unwrap().is_empty());
+    store.bind_address("alice", Some("bcrt1qa")).await.unwrap();
+    store.bind_address("bob", Some("bcrt1qb")).await.unwrap();
+    store.bind_address("alice", Some("bcrt1qc")).await.unwrap();
+    // Unbinding an account that has no address is no error.
+    store.bind_address("carol", None).await.unwrap();
+    assert_eq!(
+        store.bindings().await.unwrap(),
+        [
+            ("alice".to_owned(), "bcrt1qc".to_owned()),
+            ("bob".to_owned(), "bcrt1qb".to_owned())
+        ]
+    );
+    store.bind_address("bob", None).await.unwrap();
+    store.close().await.unwrap();
+    let store = fixture.open(LedgerOptions::default()).await;
+    assert_eq!(
+        store.bindings().await.unwrap(),
+        [("alice".to_owned(), "bcrt1qc".to_owned())]
+    );
 }

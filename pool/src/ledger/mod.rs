@@ -163,7 +163,7 @@ pub trait Ledger: Send + Sync + fmt::Debug {
         self.queue().write(Op::Block(block)).await
     }
 
-    /// Updates a stored block's status (e.g. later `"orphaned"`).
+    /// Updates a stored block's status (e.g. later [`BLOCK_ORPHANED`]).
     ///
     /// # Errors
     ///
@@ -198,6 +198,25 @@ pub trait Ledger: Send + Sync + fmt::Debug {
     async fn record_history(&self, rows: Vec<HistoryRow>, now_ms: i64) -> Result<(), LedgerError> {
         self.queue().write(Op::History(rows, now_ms)).await
     }
+
+    /// Binds `address` to `account` (replacing any earlier binding), or unbinds it with
+    /// `None`: payouts to the account go to the address. Resolves once committed.
+    ///
+    /// # Errors
+    ///
+    /// [`LedgerError::Closed`], [`LedgerError::Commit`].
+    async fn bind_address(&self, account: &str, address: Option<&str>) -> Result<(), LedgerError> {
+        self.queue()
+            .write(Op::Binding(account.to_owned(), address.map(str::to_owned)))
+            .await
+    }
+
+    /// Every account's bound address, by account.
+    ///
+    /// # Errors
+    ///
+    /// [`LedgerError::Read`] if the query fails.
+    async fn bindings(&self) -> Result<Vec<(String, String)>, LedgerError>;
 
     /// The raw bytes of the stored chain blocks from `from_height` on, in height order (for
     /// restart, and for following another node's blocks).
@@ -503,7 +522,7 @@ pub struct FoundBlock {
     pub time_ms: i64,
     /// The block's full consensus serialization, so it can be resubmitted.
     pub raw: Vec<u8>,
-    /// E.g. [`BLOCK_ACCEPTED`], later `"orphaned"`.
+    /// E.g. [`BLOCK_ACCEPTED`], later [`BLOCK_ORPHANED`].
     pub status: String,
     /// The cluster node whose miner found it (`None` on a single-node pool).
     pub node: Option<u8>,
@@ -551,6 +570,8 @@ pub struct WindowCredits {
 
 /// The status of a found block its chain accepted.
 pub const BLOCK_ACCEPTED: &str = "accepted";
+/// The status of an accepted block that left the best chain.
+pub const BLOCK_ORPHANED: &str = "orphaned";
 
 /// A worker's totals since its first share, kept across restarts and share pruning.
 #[derive(Debug, Clone, PartialEq, Default)]

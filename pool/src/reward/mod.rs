@@ -6,18 +6,19 @@
 //! ([`JobPayouts::for_finder`]); the job's own coinbase (everything to the operator) is
 //! never handed out.
 //!
-//! Under PPLNS a payee is an account: the part of a worker name before the dot, which
-//! must be an address on the chain's network to be paid (an account without one is
-//! carried as owed). Every job's coinbase is split when the job is made ([`split`]), from
+//! Under PPLNS a payee is an account: the part of a worker name before the dot, paid to
+//! the address the operator bound to it, or else to the account itself when it is an
+//! address on the chain's network (an account with neither is carried as owed). Solo
+//! miners' accounts are paid the same way. Every job's coinbase is split when the job is made ([`split`]), from
 //! the ledger alone: the window's credited difficulty per account and the owed balances.
 //! The window is the newest shares adding up to `window × network difficulty` of credited
 //! difficulty, across every node of a cluster.
 
 pub mod split;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bitcoin::address::NetworkUnchecked;
 use bitcoin::{Address, Amount, Network, ScriptBuf, TxOut};
@@ -149,6 +150,16 @@ impl JobPayouts {
     }
 }
 
+/// Why an address could not be bound.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// Not an address of the pool's network.
+    #[error("{0}")]
+    Address(String),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
 /// The standings a job's split is made from, read from the ledger.
 #[derive(Debug, Clone)]
 pub struct Standings {
@@ -165,6 +176,9 @@ pub struct Reward {
     ledger: Arc<dyn Ledger>,
     /// The last standings read, used while the ledger cannot be read.
     last: Mutex<Option<Arc<Standings>>>,
+    /// The addresses bound to accounts, as last read from the ledger (every job, so a
+    /// cluster's nodes follow each other's bindings) or set through this node's API.
+    bindings: RwLock<HashMap<String, ScriptBuf>>,
 }
 
 impl Reward {
@@ -181,12 +195,92 @@ impl Reward {
             network,
             ledger,
             last: Mutex::new(None),
+            bindings: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Rereads the bound addresses from the ledger (keeping the last ones should it fail).
+    pub async fn refresh_bindings(&self) {
+        match self.ledger.bindings().await {
+            Ok(stored) => {
+                let bindings = stored
+                    .into_iter()
+                    .filter_map(|(account, address)| match self.script(&address) {
+                        Ok(script) => Some((account, script)),
+                        Err(reason) => {
+                            tracing::warn!(%account, %reason, "ignoring a bound address");
+                            None
+                        }
+                    })
+                    .collect();
+                *self.bindings.write().unwrap_or_else(|e| e.into_inner()) = bindings;
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot read the bound addresses; the last ones stand")
+            }
+        }
+    }
+
+    /// Binds `address` to `account` (or unbinds it, with `None`), in the ledger and here.
+    ///
+    /// # Errors
+    /// An address that does not parse or is of another network, for the operator; or the
+    /// ledger's failure.
+    pub async fn bind(&self, account: &str, address: Option<&str>) -> Result<(), BindError> {
+        let script = address
+            .map(|address| self.script(address))
+            .transpose()
+            .map_err(BindError::Address)?;
+        self.ledger.bind_address(account, address).await?;
+        let mut bindings = self.bindings.write().unwrap_or_else(|e| e.into_inner());
+        match script {
+            Some(script) => bindings.insert(account.to_owned(), script),
+            None => bindings.remove(account),
+        };
+        Ok(())
+    }
+
+    /// The script paying `address`, an address of our network.
+    fn script(&self, address: &str) -> Result<ScriptBuf, String> {
+        let excerpt: String = address.chars().take(100).collect();
+        let parsed = Address::<NetworkUnchecked>::from_str(address)
+            .map_err(|_| format!("{excerpt:?} is not a bitcoin address"))?;
+        let network = self.network;
+        let checked = parsed.require_network(network).map_err(|_| {
+            format!(
+                "{excerpt:?} is not an address of this pool's network ({})",
+                network_name(network)
+            )
+        })?;
+        Ok(checked.script_pubkey())
+    }
+
+    /// The address `account` is paid to, if any: bound, or the account itself.
+    pub fn payout_address(&self, account: &str) -> Option<String> {
+        let script = self.payout_script(account).ok()?;
+        Address::from_script(&script, self.network)
+            .ok()
+            .map(|address| address.to_string())
+    }
+
+    /// Where `account` is paid: its bound address, or itself when it is an address.
+    ///
+    /// # Errors
+    /// Why the account itself is not an address of our network.
+    fn payout_script(&self, account: &str) -> Result<ScriptBuf, String> {
+        let bound = self
+            .bindings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(account)
+            .cloned();
+        bound.map_or_else(|| self.script(account), Ok)
     }
 
     /// The standings for a job at `network_difficulty`: under PPLNS the window's credits
     /// and the owed balances (the last ones read, should the ledger fail).
     pub async fn standings(&self, network_difficulty: f64) -> Arc<Standings> {
+        self.refresh_bindings().await;
         if self.config.scheme != Scheme::Pplns {
             return Arc::new(Standings {
                 scheme: self.config.scheme,
@@ -235,26 +329,19 @@ impl Reward {
         self.config.scheme
     }
 
-    /// Whom a solo miner of `account` is paid: the account's address.
+    /// Whom a solo miner of `account` is paid: the address bound to the account, or the
+    /// account itself.
     ///
     /// # Errors
-    /// Why the account cannot be paid, for the miner: not an address, or one of another
-    /// network.
+    /// Why the account cannot be paid, for the miner: not an address (and none bound), or
+    /// one of another network.
     pub fn payee(&self, account: &str) -> Result<Payee, String> {
-        let excerpt: String = account.chars().take(100).collect();
-        let address = Address::<NetworkUnchecked>::from_str(account).map_err(|_| {
-            format!("solo mining pays the username's address: {excerpt:?} is not a bitcoin address")
-        })?;
-        let network = self.network;
-        let address = address.require_network(network).map_err(|_| {
-            format!(
-                "{excerpt:?} is not an address of this pool's network ({})",
-                network_name(network)
-            )
-        })?;
+        let script = self
+            .payout_script(account)
+            .map_err(|reason| format!("solo mining pays the username's address: {reason}"))?;
         Ok(Payee {
             account: Arc::from(account),
-            script: address.script_pubkey(),
+            script,
         })
     }
 
@@ -284,16 +371,13 @@ impl Reward {
         })
     }
 
-    /// A payee with nothing yet, paid to its address when it is one on our network.
+    /// A payee with nothing yet, paid to its bound address or to itself when it is an
+    /// address of our network.
     fn standing(&self, account: &str) -> Standing {
-        let script = Address::<NetworkUnchecked>::from_str(account)
-            .ok()
-            .and_then(|address| address.require_network(self.network).ok())
-            .map(|address| address.script_pubkey());
         Standing {
             credit: 0.0,
             owed: 0,
-            script,
+            script: self.payout_script(account).ok(),
         }
     }
 

@@ -17,7 +17,7 @@ use crate::accounting::{account_of, now_ms, rfc3339, Accounting};
 pub struct Monitor {
     accounting: Arc<Accounting>,
     config: WatchConfig,
-    webhook: Option<Webhook>,
+    webhook: Option<Arc<Webhook>>,
     /// Per worker: the last share seen and the rate evidence as of that share.
     /// Evidence is frozen at the last share so a silence does not erode it.
     evidence: HashMap<Arc<str>, (i64, RateEvidence)>,
@@ -28,7 +28,7 @@ impl Monitor {
     pub fn new(
         accounting: Arc<Accounting>,
         config: WatchConfig,
-        webhook: Option<Webhook>,
+        webhook: Option<Arc<Webhook>>,
     ) -> Monitor {
         Monitor {
             accounting,

@@ -1,4 +1,4 @@
-//! The webhook: worker events POSTed as JSON to the operator's URL.
+//! The webhook: worker and block events POSTed as JSON to the operator's URL.
 //!
 //! Events go through a bounded queue to one sender task; when the queue is full
 //! (the receiver is slow or down) new events are dropped and counted, so the

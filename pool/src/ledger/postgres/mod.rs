@@ -584,6 +584,20 @@ impl Ledger for PostgresLedger {
         Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
     }
 
+    async fn bindings(&self) -> Result<Vec<(String, String)>, LedgerError> {
+        let rows = self
+            .read("account addresses", async |client| {
+                client
+                    .query(
+                        "SELECT account, address FROM account_addresses ORDER BY account",
+                        &[],
+                    )
+                    .await
+            })
+            .await?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+
     async fn blocks(&self, limit: usize) -> Result<Vec<FoundBlock>, LedgerError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self

@@ -12,7 +12,7 @@ use tokio_postgres::Client;
 use crate::ledger::LedgerError;
 
 /// The migrations in order; entry `i` takes the schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The advisory lock key migrations hold (`quarry` in ASCII).
 const MIGRATION_LOCK: i64 = 0x7175_6172_7279;
@@ -148,6 +148,15 @@ CREATE INDEX block_payouts_payee ON block_payouts (payee);
 CREATE TABLE owed (
     payee TEXT PRIMARY KEY,
     sats BIGINT NOT NULL
+);
+";
+
+/// Version 6: the addresses the operator bound to accounts whose names are not
+/// addresses, which their payouts go to.
+const V6: &str = "
+CREATE TABLE account_addresses (
+    account TEXT PRIMARY KEY,
+    address TEXT NOT NULL
 );
 ";
 

@@ -255,6 +255,10 @@ impl Writer {
                     history::apply(&tx, rows, *now_ms, node).await?;
                     None
                 }
+                Op::Binding(account, address) => {
+                    bind(&tx, account, address.as_deref()).await?;
+                    None
+                }
             };
             outcomes.push(outcome);
         }
@@ -480,6 +484,31 @@ async fn set_block_status(
     }
     tx.execute(SET_BLOCK_STATUS, &[&bytes, &status]).await?;
     Ok(None)
+}
+
+async fn bind(
+    tx: &Transaction<'_>,
+    account: &str,
+    address: Option<&str>,
+) -> Result<(), tokio_postgres::Error> {
+    match address {
+        Some(address) => {
+            tx.execute(
+                "INSERT INTO account_addresses (account, address) VALUES ($1, $2) \
+                 ON CONFLICT (account) DO UPDATE SET address = excluded.address",
+                &[&account, &address],
+            )
+            .await?
+        }
+        None => {
+            tx.execute(
+                "DELETE FROM account_addresses WHERE account = $1",
+                &[&account],
+            )
+            .await?
+        }
+    };
+    Ok(())
 }
 
 /// Appends at the chain's next height. Every node's append takes the same advisory lock

@@ -309,6 +309,17 @@ impl Ledger for SqliteLedger {
         .await
     }
 
+    async fn bindings(&self) -> Result<Vec<(String, String)>, LedgerError> {
+        self.read("account addresses", move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT account, address FROM account_addresses ORDER BY account",
+            )?;
+            let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect()
+        })
+        .await
+    }
+
     async fn blocks(&self, limit: usize) -> Result<Vec<FoundBlock>, LedgerError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read("found blocks", move |conn| {

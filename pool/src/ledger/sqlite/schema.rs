@@ -10,7 +10,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::ledger::LedgerError;
 
 /// The migrations in order; entry `i` takes the schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// Version 1: workers with their totals, accepted shares, found blocks, the embedded chain.
 ///
@@ -108,6 +108,15 @@ CREATE INDEX block_payouts_payee ON block_payouts (payee);
 CREATE TABLE owed (
     payee TEXT PRIMARY KEY,
     sats INTEGER NOT NULL
+) STRICT;
+";
+
+/// Version 6: the addresses the operator bound to accounts whose names are not
+/// addresses, which their payouts go to.
+const V6: &str = "
+CREATE TABLE account_addresses (
+    account TEXT PRIMARY KEY,
+    address TEXT NOT NULL
 ) STRICT;
 ";
 

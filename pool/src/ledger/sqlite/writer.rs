@@ -216,6 +216,10 @@ fn apply(
                     history::apply(&tx, rows, *now_ms)?;
                     None
                 }
+                Op::Binding(account, address) => {
+                    bind(&tx, account, address.as_deref())?;
+                    None
+                }
             };
             outcomes.push(outcome);
         }
@@ -326,6 +330,21 @@ fn set_block_status(
     tx.prepare_cached(SET_BLOCK_STATUS)?
         .execute(params![bytes, status])?;
     Ok(None)
+}
+
+fn bind(tx: &Transaction<'_>, account: &str, address: Option<&str>) -> rusqlite::Result<()> {
+    match address {
+        Some(address) => tx
+            .prepare_cached(
+                "INSERT INTO account_addresses (account, address) VALUES (?1, ?2) \
+                 ON CONFLICT (account) DO UPDATE SET address = excluded.address",
+            )?
+            .execute(params![account, address])?,
+        None => tx
+            .prepare_cached("DELETE FROM account_addresses WHERE account = ?1")?
+            .execute(params![account])?,
+    };
+    Ok(())
 }
 
 fn append_chain(
