@@ -7,6 +7,7 @@
 pub mod client;
 pub mod grind;
 pub mod load;
+pub mod mined;
 pub mod miner;
 pub mod node;
 pub mod peers;
