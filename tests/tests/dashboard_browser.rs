@@ -1,6 +1,8 @@
 //! The dashboard in a real headless Chromium, driven over WebDriver: after
 //! miners submit shares, the worker table shows the API's numbers and the chart
-//! has drawn them. A screenshot is kept at `<target dir>/dashboard.png`.
+//! has drawn them; after a PPLNS block, an account's page shows its earnings and
+//! its line in the current split as the API gives them. Screenshots are kept in
+//! the target directory (`dashboard.png`, `dashboard-account.png`, ...).
 //!
 //! Needs `chromedriver` and `chromium` (Debian: `apt-get install chromium
 //! chromium-driver`). Without them the test is skipped, unless
@@ -11,9 +13,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use bitcoin::{Address, Network, ScriptBuf};
 use fantoccini::{ClientBuilder, Locator};
-use quarry_protocol::Extranonce;
+use quarry_protocol::target::network_difficulty;
+use quarry_protocol::{Difficulty, Extranonce};
 use quarry_tests::grind::grind;
+use quarry_tests::miner::poll;
 use quarry_tests::{Client, PoolProcess};
 use serde_json::{json, Value};
 
@@ -385,5 +390,361 @@ async fn dashboard_shows_the_cluster_nodes() {
     let path = artifact("dashboard-nodes.png");
     std::fs::write(&path, &png).expect("writing the screenshot");
     eprintln!("dashboard node view screenshot: {}", path.display());
+    browser.close().await.expect("closing the browser");
+}
+
+/// A regtest address of our own making: an account a PPLNS coinbase can pay.
+fn address(seed: u8) -> String {
+    Address::p2wsh(
+        ScriptBuf::from_bytes(vec![seed]).as_script(),
+        Network::Regtest,
+    )
+    .to_string()
+}
+
+/// Submits `count` shares as `worker` on the client's current job; all accepted.
+async fn shares(client: &mut Client, worker: &str, count: u64) {
+    for i in 0..count {
+        let reply = client.submit_valid(worker, i).await;
+        assert_eq!(reply["result"], json!(true), "{reply}");
+    }
+}
+
+/// Sats as the page writes them: BTC with 8 decimals.
+fn btc(sats: i64) -> String {
+    let sign = if sats < 0 { "-" } else { "" };
+    let abs = sats.unsigned_abs();
+    format!("{sign}{}.{:08} BTC", abs / 100_000_000, abs % 100_000_000)
+}
+
+/// Every number in `value` as a float: JavaScript has one kind of number.
+fn floats(value: &Value) -> Value {
+    match value {
+        Value::Number(n) => json!(n.as_f64()),
+        Value::Array(items) => items.iter().map(floats).collect(),
+        Value::Object(map) => map.iter().map(|(k, v)| (k.clone(), floats(v))).collect(),
+        other => other.clone(),
+    }
+}
+
+/// The account page as the browser shows it, once it shows `account`.
+async fn account_page(browser: &fantoccini::Client, account: &str) -> Option<Value> {
+    let script = r#"
+        const view = document.querySelector('#account-view');
+        if (view.hidden || view.dataset.account !== arguments[0] || !view.dataset.refreshes) return null;
+        const sats = (node) => Number(node.dataset.sats);
+        const total = (key) => document.querySelector(`#account-totals [data-key="${key}"] .value`);
+        const line = document.querySelector('#split-line [data-state]');
+        const paid = line && line.querySelector('[data-key="paid"] .value');
+        return {
+            paid_mature: sats(total('paid_mature')),
+            paid_immature: sats(total('paid_immature')),
+            owed: sats(total('owed')),
+            owed_text: total('owed').textContent,
+            blocks: [...document.querySelectorAll('#earnings tbody tr')].map((tr) => ({
+                height: Number(tr.dataset.height),
+                hash: tr.dataset.hash,
+                link: tr.querySelector('td.hash a').getAttribute('href'),
+                status: tr.querySelector('[data-col="status"]').textContent,
+                paid: sats(tr.querySelector('[data-col="paid"]')),
+                paid_text: tr.querySelector('[data-col="paid"]').textContent,
+                owed_after: sats(tr.querySelector('[data-col="owed_after"]')),
+            })),
+            empty: !document.querySelector('#earnings-empty').hidden,
+            errors: [...view.querySelectorAll('.error')].filter((e) => !e.hidden).map((e) => e.textContent),
+            scheme: document.querySelector('#split-summary [data-key="scheme"]').textContent,
+            line: line.dataset.state !== 'line' ? { state: line.dataset.state } : {
+                state: 'line',
+                credit: Number(line.dataset.credit),
+                owed_before: Number(line.dataset.owedBefore),
+                paid: Number(line.dataset.paid),
+                owed_after: Number(line.dataset.owedAfter),
+                paid_text: paid.textContent,
+            },
+            outputs: [...document.querySelectorAll('#split-outputs tbody tr')].map((tr) => ({
+                to: tr.dataset.to, amount: sats(tr), mine: tr.classList.contains('mine'),
+            })),
+        };"#;
+    let value = browser
+        .execute(script, vec![json!(account)])
+        .await
+        .expect("script runs");
+    (!value.is_null()).then(|| floats(&value))
+}
+
+/// What the account page should show for `account`, from the API's answers.
+fn account_expected(account: &str, earnings: &Value, split: &Value) -> Value {
+    let sats = |v: &Value| v.as_i64().expect("sats");
+    let blocks: Vec<Value> = earnings["blocks"]
+        .as_array()
+        .expect("blocks")
+        .iter()
+        .map(|b| {
+            json!({
+                "height": b["height"],
+                "hash": b["hash"],
+                "link": format!("/api/blocks/{}/raw", b["hash"].as_str().unwrap()),
+                "status": b["status"],
+                "paid": b["paid"],
+                "paid_text": btc(sats(&b["paid"])),
+                "owed_after": b["owed_after"],
+            })
+        })
+        .collect();
+    let line = split["payees"]
+        .as_array()
+        .expect("payees")
+        .iter()
+        .find(|l| l["payee"] == account)
+        .map_or_else(
+            || json!({"state": "absent"}),
+            |l| {
+                json!({
+                    "state": "line",
+                    "credit": l["credit"],
+                    "owed_before": l["owed_before"],
+                    "paid": l["paid"],
+                    "owed_after": l["owed_after"],
+                    "paid_text": btc(sats(&l["paid"])),
+                })
+            },
+        );
+    let outputs: Vec<Value> = split["outputs"]
+        .as_array()
+        .expect("outputs")
+        .iter()
+        .map(|o| json!({"to": o["to"], "amount": o["amount"], "mine": o["to"] == account}))
+        .collect();
+    floats(&json!({
+        "paid_mature": earnings["paid_mature"],
+        "paid_immature": earnings["paid_immature"],
+        "owed": earnings["owed"],
+        "owed_text": btc(sats(&earnings["owed"])),
+        "empty": blocks.is_empty(),
+        "blocks": blocks,
+        "errors": [],
+        "scheme": split["scheme"],
+        "line": line,
+        "outputs": outputs,
+    }))
+}
+
+/// Waits until the account page shows what the API says for `account`, both read
+/// afresh each time (a new job may come between them); returns the page's numbers.
+async fn account_page_matches(
+    browser: &fantoccini::Client,
+    pool: &PoolProcess,
+    account: &str,
+) -> Value {
+    let mut last = (Value::Null, Value::Null);
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let earnings = pool.api_get(&format!("/api/accounts/{account}/earnings"));
+        let split = pool.api_get(&format!("/api/payouts/current?account={account}"));
+        let expected = account_expected(account, &earnings, &split);
+        if let Some(shown) = account_page(browser, account).await {
+            if shown == expected {
+                return shown;
+            }
+            last = (shown, expected);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the account page of {account} never showed the API's numbers:\n page {}\n  api {}",
+            last.0,
+            last.1
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn displayed(browser: &fantoccini::Client, selector: &str) -> bool {
+    browser
+        .find(Locator::Css(selector))
+        .await
+        .expect(selector)
+        .is_displayed()
+        .await
+        .expect("displayed")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_account_page_shows_earnings_and_the_split() {
+    let Some(chromedriver) = chromedriver() else {
+        return;
+    };
+    // PPLNS on the embedded chain, as pool_pplns runs it: shares need ~43 hashes, a
+    // block ~430,000, so only the share ground for it finds one.
+    let dir = tempfile::tempdir().unwrap();
+    let pool = PoolProcess::start(
+        dir.path(),
+        &[
+            "--reward",
+            "pplns",
+            "--pool-fee-bps",
+            "150",
+            "--chain-difficulty",
+            "1e-4",
+            "--start-difficulty",
+            "1e-9",
+            "--max-difficulty",
+            "1e-8",
+            "--job-interval",
+            "0.2",
+        ],
+    );
+    let (alice, bob) = (address(1), address(2));
+    let (alice_rig, bob_rig) = (format!("{alice}.rig"), format!("{bob}.rig"));
+    let mut a = Client::tcp(pool.tcp).await;
+    a.handshake(&alice_rig).await;
+    let mut b = Client::tcp(pool.tcp).await;
+    b.handshake(&bob_rig).await;
+    shares(&mut a, &alice_rig, 3).await;
+    shares(&mut b, &bob_rig, 9).await;
+
+    // Bob finds a block on a job whose split counts every share: it pays both.
+    let credited = |worker: &str| {
+        pool.api_get(&format!("/api/workers/{worker}"))["accepted_difficulty"].clone()
+    };
+    let (alice_credit, bob_credit) = (credited(&alice_rig), credited(&bob_rig));
+    let split = poll(Duration::from_secs(30), || {
+        let split = pool.api_get("/api/payouts/current");
+        let credit = |payee: &str| {
+            split["payees"]
+                .as_array()?
+                .iter()
+                .find(|l| l["payee"] == payee)
+                .map(|l| l["credit"].clone())
+        };
+        let close =
+            |a: Value, b: &Value| Some((a.as_f64()? - b.as_f64()?).abs() <= 1e-9 * b.as_f64()?);
+        (close(credit(&alice)?, &alice_credit)? && close(credit(&bob)?, &bob_credit)?)
+            .then_some(split)
+    })
+    .expect("a job whose split counts every share");
+    let split_coinb2 = split["coinb2"].as_str().unwrap()[4..].to_owned();
+    let job = b
+        .job_where(|job| job.coinb2.to_string()[4..] == split_coinb2)
+        .await;
+    let network = Difficulty::new(network_difficulty(job.nbits.0)).unwrap();
+    let block = grind(
+        &job,
+        b.extranonce1.unwrap(),
+        Extranonce::from_counter(100, 4),
+        network,
+        0,
+        true,
+    );
+    let reply = b
+        .request("mining.submit", block.params(&bob_rig, &job))
+        .await;
+    assert_eq!(reply["result"], json!(true), "{reply}");
+    let earnings = poll(Duration::from_secs(30), || {
+        let earnings = pool.api_get(&format!("/api/accounts/{alice}/earnings"));
+        (!earnings["blocks"].as_array()?.is_empty()).then_some(earnings)
+    })
+    .expect("alice's earnings from the block");
+    assert_eq!(
+        earnings["blocks"].as_array().unwrap().len(),
+        1,
+        "{earnings}"
+    );
+    assert!(
+        earnings["paid_immature"].as_i64().unwrap() > 0,
+        "{earnings}"
+    );
+
+    // From the overview, alice's account in the worker table leads to her page.
+    let driver = Driver::start(&chromedriver);
+    let browser = session(&driver).await;
+    browser
+        .goto(&format!("http://{}/", pool.api))
+        .await
+        .expect("the dashboard loads");
+    let link = eventually("alice's account link", || async {
+        browser
+            .find(Locator::Css(&format!(
+                "tr[data-worker='{alice_rig}'] td.account a"
+            )))
+            .await
+            .ok()
+    })
+    .await;
+    link.click().await.expect("click");
+    let url = browser.current_url().await.expect("the page's address");
+    assert_eq!(url.fragment(), Some(format!("/account/{alice}").as_str()));
+
+    let shown = account_page_matches(&browser, &pool, &alice).await;
+    // Not vacuous: the block paid alice, and the next coinbase pays her again.
+    assert_eq!(shown["blocks"].as_array().unwrap().len(), 1, "{shown}");
+    assert_eq!(shown["blocks"][0]["status"], "immature", "{shown}");
+    assert!(
+        shown["blocks"][0]["paid"].as_f64().unwrap() > 0.0,
+        "{shown}"
+    );
+    assert!(!shown["empty"].as_bool().unwrap(), "{shown}");
+    assert_eq!(shown["scheme"], "pplns", "{shown}");
+    assert_eq!(shown["line"]["state"], "line", "{shown}");
+    assert!(shown["line"]["paid"].as_f64().unwrap() > 0.0, "{shown}");
+    let mine: Vec<&Value> = shown["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["mine"] == true)
+        .collect();
+    assert_eq!(mine.len(), 1, "{shown}");
+    assert_eq!(mine[0]["amount"], shown["line"]["paid"], "{shown}");
+    assert!(displayed(&browser, "#account-view").await);
+    assert!(!displayed(&browser, "#overview").await);
+
+    let png = browser.screenshot().await.expect("a screenshot");
+    let path = artifact("dashboard-account.png");
+    std::fs::write(&path, &png).expect("writing the screenshot");
+    eprintln!("dashboard account screenshot: {}", path.display());
+    assert!(png.starts_with(b"\x89PNG"));
+
+    // The way back.
+    browser
+        .find(Locator::Css("#back"))
+        .await
+        .expect("the back link")
+        .click()
+        .await
+        .expect("click");
+    eventually("the overview again", || async {
+        displayed(&browser, "#overview").await.then_some(())
+    })
+    .await;
+    assert!(!displayed(&browser, "#account-view").await);
+
+    // An account the pool has never seen: nothing earned, no line, no error.
+    browser
+        .goto(&format!("http://{}/#/account/nobody", pool.api))
+        .await
+        .expect("the account page loads");
+    let shown = account_page_matches(&browser, &pool, "nobody").await;
+    assert_eq!(shown["blocks"], json!([]), "{shown}");
+    assert_eq!(shown["empty"], true, "{shown}");
+    assert_eq!(shown["line"], json!({"state": "absent"}), "{shown}");
+    assert_eq!(shown["owed"], json!(0.0), "{shown}");
+    let empty = browser
+        .find(Locator::Css("#earnings-empty"))
+        .await
+        .expect("the empty state")
+        .text()
+        .await
+        .unwrap();
+    assert!(empty.starts_with("No earnings yet"), "{empty}");
+    let workers = browser
+        .find(Locator::Css("#account-workers"))
+        .await
+        .expect("the workers section")
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        workers.starts_with("No worker of this account"),
+        "{workers}"
+    );
     browser.close().await.expect("closing the browser");
 }

@@ -1,6 +1,7 @@
 // Quarry dashboard: polls the pool's JSON API and renders the summary, the
 // worker table, the hashrate chart, a cluster's nodes and the found blocks.
-// No dependencies.
+// Also the helpers account.js uses, and the hash routes: `#/` (or none) is the
+// pool overview, `#/account/NAME` the account page (account.js). No dependencies.
 "use strict";
 
 const POLL_MS = 3000;
@@ -44,10 +45,33 @@ function ago(time) {
   return `${Math.round(seconds / 86400)}d ago`;
 }
 
+// The JSON at `path`; an error response throws an Error carrying its status
+// and the API's own message.
 async function get(path) {
   const response = await fetch(path, { cache: "no-store" });
-  if (!response.ok) throw new Error(`${path}: ${response.status}`);
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({}));
+    const error = new Error(`${path}: ${response.status}${body.error ? ` ${body.error}` : ""}`);
+    error.status = response.status;
+    throw error;
+  }
   return response.json();
+}
+
+// A link to `account`'s page, reading `text`.
+function accountLink(account, text = account) {
+  return el("a", { class: "account", href: `#/account/${encodeURIComponent(account)}`, title: `Account ${account}` }, text);
+}
+
+// The account named by the location's hash, or null on the overview.
+function routedAccount() {
+  const match = /^#\/account\/(.+)$/.exec(location.hash);
+  if (!match) return null;
+  try {
+    return decodeURIComponent(match[1]);
+  } catch {
+    return match[1];
+  }
 }
 
 function renderSummary(pool) {
@@ -95,6 +119,8 @@ function renderWorkers() {
   $("#workers tbody").replaceChildren(...rows.map((w) => {
     const tr = el("tr", { "data-worker": w.worker });
     if (state.scope === `worker:${w.worker}`) tr.classList.add("selected");
+    const account = el("td", { class: "account", "data-col": "account" });
+    account.append(accountLink(w.account));
     const name = el("td", { class: "worker", "data-col": "worker", title: "Show this worker's chart" }, w.worker);
     name.addEventListener("click", () => selectScope(`worker:${w.worker}`));
     const reasons = Object.entries(w.rejected_by_reason).filter(([, n]) => n > 0)
@@ -104,6 +130,7 @@ function renderWorkers() {
     const status = el("td", { "data-col": "status" });
     status.append(el("span", { class: `status ${w.status}` }, w.status));
     tr.append(
+      account,
       name,
       el("td", { class: "num", "data-col": "hashrate_10m", "data-value": w.hashrate_10m }, rate(w.hashrate_10m)),
       el("td", { class: "num", "data-col": "hashrate_1h", "data-value": w.hashrate_1h }, rate(w.hashrate_1h)),
@@ -199,12 +226,19 @@ function renderChart(history) {
   $("#chart-title").textContent = kind === "pool" ? "Pool hashrate" : `${kind === "worker" ? "Worker" : "Account"} ${rest.join(":")} hashrate`;
 }
 
+// A block's hash, shortened, linking to its raw bytes.
+function blockLink(hash) {
+  return el("a", { href: `/api/blocks/${hash}/raw`, title: `${hash}: raw block (hex)` }, `${hash.slice(0, 16)}…`);
+}
+
 function renderBlocks(blocks) {
   $("#blocks tbody").replaceChildren(...blocks.map((b) => {
     const tr = el("tr", { "data-hash": b.hash });
     const hash = el("td", { class: "hash" });
-    hash.append(el("a", { href: `/api/blocks/${b.hash}/raw`, title: "Raw block (hex)" }, `${b.hash.slice(0, 16)}…`));
-    tr.append(el("td", { class: "num" }, String(b.height)), hash, el("td", {}, b.worker),
+    hash.append(blockLink(b.hash));
+    const worker = el("td");
+    worker.append(accountLink(b.worker.split(".")[0], b.worker));
+    tr.append(el("td", { class: "num" }, String(b.height)), hash, worker,
       el("td", { title: b.time }, ago(b.time)), el("td", {}, b.status));
     return tr;
   }));
@@ -266,5 +300,23 @@ for (const th of document.querySelectorAll("#workers th")) {
 $("#filter").addEventListener("input", (e) => { state.filter = e.target.value; renderWorkers(); });
 $("#chart-scope").addEventListener("change", (e) => selectScope(e.target.value));
 $("#chart-range").addEventListener("change", (e) => { state.range = e.target.value; refresh(); });
-refresh();
-setInterval(refresh, POLL_MS);
+
+// Shows the view the hash routes to, and polls what it shows.
+function tick() {
+  const account = routedAccount();
+  $("#overview").hidden = account !== null;
+  $("#account-view").hidden = account === null;
+  if (account === null) {
+    document.title = "Quarry pool";
+    refresh();
+  } else {
+    refreshAccount(account);
+  }
+}
+
+// Once account.js has loaded too.
+document.addEventListener("DOMContentLoaded", () => {
+  window.addEventListener("hashchange", tick);
+  tick();
+  setInterval(tick, POLL_MS);
+});
