@@ -441,6 +441,7 @@ async fn account_page(browser: &fantoccini::Client, account: &str) -> Option<Val
             paid_immature: sats(total('paid_immature')),
             owed: sats(total('owed')),
             owed_text: total('owed').textContent,
+            paid_to: total('payout_address').textContent,
             blocks: [...document.querySelectorAll('#earnings tbody tr')].map((tr) => ({
                 height: Number(tr.dataset.height),
                 hash: tr.dataset.hash,
@@ -520,6 +521,9 @@ fn account_expected(account: &str, earnings: &Value, split: &Value) -> Value {
         "paid_immature": earnings["paid_immature"],
         "owed": earnings["owed"],
         "owed_text": btc(sats(&earnings["owed"])),
+        "paid_to": earnings["payout_address"]
+            .as_str()
+            .unwrap_or("no address: carried as owed"),
         "empty": blocks.is_empty(),
         "blocks": blocks,
         "errors": [],

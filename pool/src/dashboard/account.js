@@ -46,6 +46,7 @@ function renderTotals(earnings, account) {
       amountCard("paid_mature", "Paid, mature", e.paid_mature),
       amountCard("paid_immature", "Paid, immature", e.paid_immature),
       amountCard("owed", "Owed", e.owed),
+      card("payout_address", "Paid to", e.payout_address || "no address: carried as owed"),
     );
   } else {
     cards.push(card("earnings", "Earnings", "unavailable", earnings.reason.message));

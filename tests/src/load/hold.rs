@@ -209,8 +209,7 @@ pub async fn run(args: &HoldArgs) -> anyhow::Result<HoldResult> {
     // The trigger connects first, so the baseline includes it.
     let mut trigger = within(HANDSHAKE_TIMEOUT, "the trigger connection", async {
         let mut conn = endpoint.connect(args.connections).await?;
-        conn.handshake(&format!("{}.trigger", common.worker_prefix))
-            .await?;
+        conn.handshake(&args.worker(None)).await?;
         Ok(conn)
     })
     .await?;
@@ -226,7 +225,7 @@ pub async fn run(args: &HoldArgs) -> anyhow::Result<HoldResult> {
         tokio::spawn(hold_one(
             endpoint.clone(),
             index,
-            common.worker(index),
+            args.worker(Some(index)),
             connecting.clone(),
             events.clone(),
             arrivals.clone(),
@@ -261,7 +260,7 @@ pub async fn run(args: &HoldArgs) -> anyhow::Result<HoldResult> {
         arrivals.expect(connected - closed);
         let (job_id, triggered) = next_block(
             &mut trigger,
-            &common.worker_prefix,
+            &args.worker(None),
             args.trigger_command.as_deref(),
         )
         .await?;
@@ -424,7 +423,7 @@ fn clean_job(line: &str) -> Option<String> {
 /// and when the block was made (the share written, or the command started).
 async fn next_block(
     trigger: &mut Conn,
-    prefix: &str,
+    worker: &str,
     command: Option<&str>,
 ) -> anyhow::Result<(String, Instant)> {
     let old = trigger
@@ -436,7 +435,7 @@ async fn next_block(
     let (triggered, id) = match command {
         Some(command) => (run_command(command).await?, None),
         None => {
-            let (triggered, id) = submit_block(trigger, prefix).await?;
+            let (triggered, id) = submit_block(trigger, worker).await?;
             (triggered, Some(id))
         }
     };
@@ -471,7 +470,7 @@ async fn next_block(
 
 /// Grinds a block on the trigger's job and submits it; returns when it was
 /// written and the request id.
-async fn submit_block(trigger: &mut Conn, prefix: &str) -> anyhow::Result<(Instant, u64)> {
+async fn submit_block(trigger: &mut Conn, worker: &str) -> anyhow::Result<(Instant, u64)> {
     let job = trigger.job.clone().context("the trigger has no job")?;
     let en1 = trigger
         .extranonce1
@@ -489,8 +488,7 @@ async fn submit_block(trigger: &mut Conn, prefix: &str) -> anyhow::Result<(Insta
             .context("grinding a block")?
     };
     let id = trigger.next_id();
-    let worker = format!("{prefix}.trigger");
-    let line = serde_json::json!({"id": id, "method": "mining.submit", "params": share.params(&worker, &job)})
+    let line = serde_json::json!({"id": id, "method": "mining.submit", "params": share.params(worker, &job)})
         .to_string();
     let triggered = Instant::now();
     trigger.feed(&line).await?;

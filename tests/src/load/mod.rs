@@ -107,6 +107,24 @@ pub struct HoldArgs {
     /// command's start, for any pool alike.
     #[arg(long, value_name = "CMD")]
     pub trigger_command: Option<String>,
+    /// For a pool mining solo: workers are ADDRESS.0, ADDRESS.1, … over this many regtest
+    /// addresses in turn (1: all share one; N: each its own), the trigger mines to the first.
+    #[arg(long, value_name = "COUNT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub solo_addresses: Option<u16>,
+}
+
+impl HoldArgs {
+    /// The name of worker `index` (`None`: the trigger).
+    pub fn worker(&self, index: Option<usize>) -> String {
+        let name = index.map_or_else(|| "trigger".to_owned(), |i| i.to_string());
+        match self.solo_addresses {
+            None => format!("{}.{name}", self.common.worker_prefix),
+            Some(count) => {
+                let seed = index.map_or(0, |i| (i % usize::from(count)) as u16);
+                format!("{}.{name}", crate::regtest::address(seed))
+            }
+        }
+    }
 }
 
 /// Options of `shares`.
