@@ -44,13 +44,6 @@ impl Outlets {
     pub async fn record_block(&self, record: FoundBlock, candidate: &BlockCandidate) {
         if let Some(webhook) = &self.webhook {
             let payouts = &candidate.face.payouts;
-            let outputs: Vec<serde_json::Value> = payouts
-                .split
-                .outputs
-                .iter()
-                .zip(&payouts.split.paid_to)
-                .map(|(output, to)| json!({"to": to, "amount": output.value.to_sat()}))
-                .collect();
             webhook.send(json!({
                 "event": "block_found",
                 "height": record.height,
@@ -63,7 +56,7 @@ impl Outlets {
                 "scheme": payouts.scheme.as_str(),
                 "coinbase_value": candidate.job.template.coinbase_value.to_sat(),
                 "fee_bps": payouts.fee_bps,
-                "outputs": outputs,
+                "outputs": payouts.split.outputs_json(),
                 "payouts": record.payouts,
             }));
         }

@@ -42,19 +42,6 @@ pub(super) async fn current(
     let face = job.face(payee.as_ref());
     let template = &job.template;
     let payouts = &face.payouts;
-    let outputs: Vec<Value> = payouts
-        .split
-        .outputs
-        .iter()
-        .zip(&payouts.split.paid_to)
-        .map(|(output, to)| {
-            json!({
-                "to": to,
-                "script": hex::encode(output.script_pubkey.as_bytes()),
-                "amount": output.value.to_sat(),
-            })
-        })
-        .collect();
     Json(json!({
         "scheme": payouts.scheme.as_str(),
         "job_id": job.notify.job_id.to_string(),
@@ -64,7 +51,7 @@ pub(super) async fn current(
         "operator_amount": payouts.split.operator_amount().to_sat(),
         "network_difficulty": job.network_difficulty,
         "window": payouts.window,
-        "outputs": outputs,
+        "outputs": payouts.split.outputs_json(),
         "payees": payouts.split.lines,
         "coinb1": hex::encode(&face.coinbase.coinb1),
         "coinb2": hex::encode(&face.coinbase.coinb2),

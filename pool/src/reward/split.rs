@@ -68,6 +68,22 @@ impl Split {
             .map(|(output, _)| output.value)
             .sum()
     }
+
+    /// The outputs as the API and the webhook show them: whom each pays, its script
+    /// (hex) and its amount in sats.
+    pub fn outputs_json(&self) -> Vec<serde_json::Value> {
+        self.outputs
+            .iter()
+            .zip(&self.paid_to)
+            .map(|(output, to)| {
+                serde_json::json!({
+                    "to": to,
+                    "script": hex::encode(output.script_pubkey.as_bytes()),
+                    "amount": output.value.to_sat(),
+                })
+            })
+            .collect()
+    }
 }
 
 /// Divides `value` among `standings` (by payee name) under `rules`; the operator is paid
