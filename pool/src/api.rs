@@ -242,7 +242,7 @@ async fn pool(State(ctx): State<Arc<Context>>) -> Json<Value> {
 
 /// Checks the bearer token of a mutating request, in constant time;
 /// returns the refusal when it is missing or wrong.
-pub(crate) fn refusal(ctx: &Context, headers: &HeaderMap) -> Option<Response> {
+fn refusal(ctx: &Context, headers: &HeaderMap) -> Option<Response> {
     let Some(expected) = &ctx.config.admin_token else {
         return Some(error(
             StatusCode::FORBIDDEN,
