@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use quarry_protocol::jsonrpc::{self, Message};
 use quarry_protocol::messages::{Notify, ServerMessage, SubscribeResult};
+use quarry_protocol::target::network_difficulty;
 use quarry_protocol::{Difficulty, Extranonce, LineCodec};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -194,6 +195,19 @@ impl Client {
         let en1 = self.extranonce1.expect("subscribed");
         let en2 = Extranonce::from_counter(counter, self.extranonce2_size);
         grind(job, en1, en2, self.job_difficulty, 0, true)
+    }
+
+    /// Submits for `worker` a share of the current job that solves its block (ground at
+    /// the job's network difficulty, which must be low enough to grind here), extranonce2
+    /// from `counter`; returns the reply.
+    pub async fn submit_block(&mut self, worker: &str, counter: u64) -> Value {
+        let job = self.job.clone().expect("a job from the pool");
+        let network = Difficulty::new(network_difficulty(job.nbits.0)).expect("a difficulty");
+        let en1 = self.extranonce1.expect("subscribed");
+        let en2 = Extranonce::from_counter(counter, self.extranonce2_size);
+        let share = grind(&job, en1, en2, network, 0, true);
+        self.request("mining.submit", share.params(worker, &job))
+            .await
     }
 
     /// Submits [`Client::valid_share`]; returns the reply.

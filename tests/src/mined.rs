@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bitcoin::Address;
 use serde_json::{json, Value};
@@ -60,9 +60,11 @@ impl Miners {
         miners
     }
 
-    /// Waits (up to ten minutes) until the node accepted at least `blocks` of the pool's
-    /// blocks and every miner found one; then stops the miners. False on timeout.
-    pub fn mine_until_each_found(&mut self, pool: &PoolProcess, blocks: usize) -> bool {
+    /// Mines until the node accepted at least `blocks` of the pool's blocks and every
+    /// miner found one (at most ten minutes), stops the miners, says who found how many,
+    /// and returns the pool's blocks.
+    pub fn mine(&mut self, pool: &PoolProcess, blocks: usize) -> Vec<Value> {
+        let started = Instant::now();
         let found = poll(Duration::from_secs(600), || {
             let found = pool_blocks(pool);
             let everyone = self.payees.keys().all(|payee| found_by(&found, payee) > 0);
@@ -70,7 +72,23 @@ impl Miners {
         });
         self.quarry.clear();
         self.peers.clear();
-        found.is_some()
+        let found_blocks = pool_blocks(pool);
+        assert!(
+            found.is_some(),
+            "{blocks} accepted blocks, one at least found by each miner: {found_blocks:?}"
+        );
+        eprintln!(
+            "{} blocks accepted by the node in {:?}",
+            accepted(&found_blocks).len(),
+            started.elapsed()
+        );
+        for (payee, name) in &self.payees {
+            eprintln!(
+                "{name:<24} found {} of them",
+                found_by(&found_blocks, payee)
+            );
+        }
+        found_blocks
     }
 }
 

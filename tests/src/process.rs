@@ -9,6 +9,19 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+/// Embedded-chain options where shares are easy and blocks are not: a share takes about
+/// 43 hashes and a block about 430,000, so no share finds a block by chance (one in
+/// 10,000 or fewer) and a test finds one only by grinding for it
+/// ([`crate::Client::submit_block`]).
+pub const EASY_SHARES: &[&str] = &[
+    "--chain-difficulty",
+    "1e-4",
+    "--start-difficulty",
+    "1e-9",
+    "--max-difficulty",
+    "1e-8",
+];
+
 /// The directory holding the workspace's binaries for the profile the tests run in.
 fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

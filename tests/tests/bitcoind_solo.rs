@@ -7,11 +7,10 @@
 //! a block the node orphans shows as orphaned in its finder's earnings.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use quarry_tests::mined::{
     accepted, coinbase_outputs, found_by, held, mature_earnings, matured_blocks, orphan_highest,
-    pool_blocks, sats, Miners,
+    sats, Miners,
 };
 use quarry_tests::regtest::{address, anyone_can_spend, bitcoind, free_port, Node};
 use quarry_tests::Client;
@@ -58,22 +57,7 @@ fn solo_pays_each_real_miner_the_blocks_it_found_on_a_real_node() {
         client
     });
     let mut miners = Miners::start(&pool, dir.path());
-    let started = Instant::now();
-    let found = miners.mine_until_each_found(&pool, BLOCKS);
-    assert!(
-        found,
-        "{BLOCKS} accepted blocks, one at least found by each miner: {:?}",
-        pool_blocks(&pool)
-    );
-    let blocks = pool_blocks(&pool);
-    eprintln!(
-        "{} blocks accepted by the node in {:?}",
-        accepted(&blocks).len(),
-        started.elapsed()
-    );
-    for (payee, name) in &miners.payees {
-        eprintln!("{name:<24} found {} of them", found_by(&blocks, payee));
-    }
+    miners.mine(&pool, BLOCKS);
 
     let orphan = orphan_highest(&node, &pool, &operator);
     let blocks = matured_blocks(&node, &pool, &operator);

@@ -13,12 +13,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use bitcoin::{Address, Network, ScriptBuf};
 use fantoccini::{ClientBuilder, Locator};
-use quarry_protocol::target::network_difficulty;
-use quarry_protocol::{Difficulty, Extranonce};
+use quarry_protocol::Extranonce;
 use quarry_tests::grind::grind;
 use quarry_tests::miner::poll;
+use quarry_tests::process::EASY_SHARES;
+use quarry_tests::regtest::address;
 use quarry_tests::{Client, PoolProcess};
 use serde_json::{json, Value};
 
@@ -393,15 +393,6 @@ async fn dashboard_shows_the_cluster_nodes() {
     browser.close().await.expect("closing the browser");
 }
 
-/// A regtest address of our own making: an account a PPLNS coinbase can pay.
-fn address(seed: u8) -> String {
-    Address::p2wsh(
-        ScriptBuf::from_bytes(vec![seed]).as_script(),
-        Network::Regtest,
-    )
-    .to_string()
-}
-
 /// Submits `count` shares as `worker` on the client's current job; all accepted.
 async fn shares(client: &mut Client, worker: &str, count: u64) {
     for i in 0..count {
@@ -577,27 +568,22 @@ async fn dashboard_account_page_shows_earnings_and_the_split() {
     let Some(chromedriver) = chromedriver() else {
         return;
     };
-    // PPLNS on the embedded chain, as pool_pplns runs it: shares need ~43 hashes, a
-    // block ~430,000, so only the share ground for it finds one.
+    // PPLNS on the embedded chain, as pool_pplns runs it: only the share ground for a
+    // block finds one.
     let dir = tempfile::tempdir().unwrap();
-    let pool = PoolProcess::start(
-        dir.path(),
+    let args = [
         &[
             "--reward",
             "pplns",
             "--pool-fee-bps",
             "150",
-            "--chain-difficulty",
-            "1e-4",
-            "--start-difficulty",
-            "1e-9",
-            "--max-difficulty",
-            "1e-8",
             "--job-interval",
             "0.2",
         ],
-    );
-    let (alice, bob) = (address(1), address(2));
+        EASY_SHARES,
+    ];
+    let pool = PoolProcess::start(dir.path(), &args.concat());
+    let (alice, bob) = (address(1).to_string(), address(2).to_string());
     let (alice_rig, bob_rig) = (format!("{alice}.rig"), format!("{bob}.rig"));
     let mut a = Client::tcp(pool.tcp).await;
     a.handshake(&alice_rig).await;
@@ -627,21 +613,9 @@ async fn dashboard_account_page_shows_earnings_and_the_split() {
     })
     .expect("a job whose split counts every share");
     let split_coinb2 = split["coinb2"].as_str().unwrap()[4..].to_owned();
-    let job = b
-        .job_where(|job| job.coinb2.to_string()[4..] == split_coinb2)
+    b.job_where(|job| job.coinb2.to_string()[4..] == split_coinb2)
         .await;
-    let network = Difficulty::new(network_difficulty(job.nbits.0)).unwrap();
-    let block = grind(
-        &job,
-        b.extranonce1.unwrap(),
-        Extranonce::from_counter(100, 4),
-        network,
-        0,
-        true,
-    );
-    let reply = b
-        .request("mining.submit", block.params(&bob_rig, &job))
-        .await;
+    let reply = b.submit_block(&bob_rig, 100).await;
     assert_eq!(reply["result"], json!(true), "{reply}");
     let earnings = poll(Duration::from_secs(30), || {
         let earnings = pool.api_get(&format!("/api/accounts/{alice}/earnings"));

@@ -8,10 +8,8 @@ use std::time::Duration;
 
 use bitcoin::consensus::encode::deserialize_hex;
 use bitcoin::{Block, ScriptBuf};
-use quarry_protocol::target::network_difficulty;
-use quarry_protocol::{Difficulty, Extranonce};
-use quarry_tests::grind::grind;
 use quarry_tests::miner::poll;
+use quarry_tests::process::EASY_SHARES;
 use quarry_tests::{Client, PoolProcess};
 use serde_json::{json, Value};
 
@@ -41,23 +39,18 @@ fn amount_to(payouts: &Value, payee: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_coinbase_pays_the_window_by_credited_difficulty_after_the_fee() {
     let dir = tempfile::tempdir().unwrap();
-    let pool = PoolProcess::start(
-        dir.path(),
+    let args = [
         &[
             "--reward",
             "pplns",
             "--pool-fee-bps",
             "150",
-            "--chain-difficulty",
-            "1e-4",
-            "--start-difficulty",
-            "1e-9",
-            "--max-difficulty",
-            "1e-8",
             "--job-interval",
             "0.2",
         ],
-    );
+        EASY_SHARES,
+    ];
+    let pool = PoolProcess::start(dir.path(), &args.concat());
     let (alice, alice_script) = address(1);
     let (bob, bob_script) = address(2);
     let mut a = Client::tcp(pool.tcp).await;
@@ -141,24 +134,9 @@ async fn the_coinbase_pays_the_window_by_credited_difficulty_after_the_fee() {
     // Bob finds a block on that job (a variant of it differs only in coinb2's first two
     // bytes): it pays what the split said, and records the table.
     let split_coinb2 = payouts["coinb2"].as_str().unwrap()[4..].to_owned();
-    let job = b
-        .job_where(|job| job.coinb2.to_string()[4..] == split_coinb2)
+    b.job_where(|job| job.coinb2.to_string()[4..] == split_coinb2)
         .await;
-    let network = Difficulty::new(network_difficulty(job.nbits.0)).unwrap();
-    let block_share = grind(
-        &job,
-        b.extranonce1.unwrap(),
-        Extranonce::from_counter(100, 4),
-        network,
-        0,
-        true,
-    );
-    let reply = b
-        .request(
-            "mining.submit",
-            block_share.params(&format!("{bob}.rig"), &job),
-        )
-        .await;
+    let reply = b.submit_block(&format!("{bob}.rig"), 100).await;
     assert_eq!(reply["result"], json!(true), "{reply}");
     let found = poll(Duration::from_secs(30), || {
         let blocks = pool.api_get("/api/blocks");
@@ -198,23 +176,18 @@ async fn the_coinbase_pays_the_window_by_credited_difficulty_after_the_fee() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_account_is_paid_to_the_address_the_operator_binds_to_it() {
     let dir = tempfile::tempdir().unwrap();
-    let pool = PoolProcess::start(
-        dir.path(),
+    let args = [
         &[
             "--reward",
             "pplns",
             "--admin-token",
             "s3cret",
-            "--chain-difficulty",
-            "1e-4",
-            "--start-difficulty",
-            "1e-9",
-            "--max-difficulty",
-            "1e-8",
             "--job-interval",
             "0.2",
         ],
-    );
+        EASY_SHARES,
+    ];
+    let pool = PoolProcess::start(dir.path(), &args.concat());
     let mut carol = Client::tcp(pool.tcp).await;
     carol.handshake("carol.rig").await;
     shares(&mut carol, "carol.rig", 0, 3).await;

@@ -12,10 +12,9 @@ use axum::{Json, Router};
 
 use bitcoin::consensus::encode::deserialize_hex;
 use bitcoin::{Block, ScriptBuf, Transaction};
-use quarry_protocol::target::network_difficulty;
-use quarry_protocol::{Difficulty, Extranonce, Notify};
-use quarry_tests::grind::grind;
+use quarry_protocol::Notify;
 use quarry_tests::miner::poll;
+use quarry_tests::process::EASY_SHARES;
 use quarry_tests::regtest::address;
 use quarry_tests::{Client, PoolProcess};
 use serde_json::{json, Value};
@@ -25,20 +24,8 @@ use tokio::sync::mpsc;
 const FEE_BPS: u64 = 200;
 
 fn solo_pool(dir: &tempfile::TempDir, extra: &[&str]) -> PoolProcess {
-    let mut args = vec![
-        "--reward",
-        "solo",
-        "--pool-fee-bps",
-        "200",
-        "--chain-difficulty",
-        "1e-4",
-        "--start-difficulty",
-        "1e-9",
-        "--max-difficulty",
-        "1e-8",
-    ];
-    args.extend_from_slice(extra);
-    PoolProcess::start(dir.path(), &args)
+    let solo: &[&str] = &["--reward", "solo", "--pool-fee-bps", "200"];
+    PoolProcess::start(dir.path(), &[solo, EASY_SHARES, extra].concat())
 }
 
 /// A webhook receiver on loopback: its URL, and the events it is POSTed.
@@ -177,19 +164,7 @@ async fn each_address_mines_its_own_coinbase_and_the_finder_takes_the_block() {
         assert_eq!(reply["result"], json!(true), "{reply}");
     }
     // Bob finds a block: it pays him the value less the fee, and the operator the fee.
-    let job = b.job.clone().unwrap();
-    let network = Difficulty::new(network_difficulty(job.nbits.0)).unwrap();
-    let block_share = grind(
-        &job,
-        b.extranonce1.unwrap(),
-        Extranonce::from_counter(100, 4),
-        network,
-        0,
-        true,
-    );
-    let reply = b
-        .request("mining.submit", block_share.params(&bob_worker, &job))
-        .await;
+    let reply = b.submit_block(&bob_worker, 100).await;
     assert_eq!(reply["result"], json!(true), "{reply}");
     let found = poll(Duration::from_secs(30), || {
         let blocks = pool.api_get("/api/blocks");
