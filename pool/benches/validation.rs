@@ -36,6 +36,7 @@ fn share_validation(c: &mut Criterion) {
         difficulty_for: &difficulty_for,
         current_difficulty: difficulty,
         payee: None,
+        held: None,
     };
     let mut nonce = 0u32;
     let mut group = c.benchmark_group("validate");

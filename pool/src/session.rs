@@ -710,6 +710,7 @@ impl Session {
             difficulty_for: &difficulty_for,
             current_difficulty: self.difficulty,
             payee: self.payee.as_ref(),
+            held: self.face.as_ref(),
         };
         let started = std::time::Instant::now();
         let verdict = validate(&self.ctx.book, &submit, &terms);

@@ -12,8 +12,19 @@ use serde_json::{json, Value};
 
 use crate::miner::poll;
 use crate::peers::{Peer, PeerMiner, CPUMINER_OPT, MINERD};
-use crate::regtest::{address, Node};
+use crate::regtest::{address, anyone_can_spend, free_port, Node};
 use crate::{MinerProcess, PoolProcess};
+
+/// A regtest node in `dir` whose first 101 blocks pay the operator's address (returned),
+/// an address anyone can spend from.
+pub fn funded_node(binary: &Path, dir: &Path) -> (Node, Address) {
+    let datadir = dir.join("bitcoind");
+    std::fs::create_dir_all(&datadir).unwrap();
+    let node = Node::start(binary, &datadir, free_port());
+    let (_, operator) = anyone_can_spend();
+    node.call("generatetoaddress", json!([101, operator.to_string()]));
+    (node, operator)
+}
 
 /// Miners at different hashrates, each paid to its own address.
 pub struct Miners {

@@ -9,9 +9,10 @@
 use std::collections::BTreeMap;
 
 use quarry_tests::mined::{
-    accepted, coinbase_outputs, held, mature_earnings, matured_blocks, orphan_highest, sats, Miners,
+    accepted, coinbase_outputs, funded_node, held, mature_earnings, matured_blocks, orphan_highest,
+    sats, Miners,
 };
-use quarry_tests::regtest::{anyone_can_spend, bitcoind, free_port, Node};
+use quarry_tests::regtest::bitcoind;
 use serde_json::json;
 
 /// Blocks the pool must find before the miners stop.
@@ -23,11 +24,7 @@ fn pplns_pays_real_miners_in_the_coinbase_on_a_real_node() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let datadir = dir.path().join("bitcoind");
-    std::fs::create_dir_all(&datadir).unwrap();
-    let node = Node::start(&binary, &datadir, free_port());
-    let (_, operator) = anyone_can_spend();
-    node.call("generatetoaddress", json!([101, operator.to_string()]));
+    let (node, operator) = funded_node(&binary, dir.path());
     let operator_text = operator.to_string();
     // Shares about once a second per connection (vardiff), every one of them a block;
     // the window holds roughly the last half minute of shares.

@@ -9,10 +9,10 @@
 use std::collections::BTreeMap;
 
 use quarry_tests::mined::{
-    accepted, coinbase_outputs, found_by, held, mature_earnings, matured_blocks, orphan_highest,
-    sats, Miners,
+    accepted, coinbase_outputs, found_by, funded_node, held, mature_earnings, matured_blocks,
+    orphan_highest, sats, Miners,
 };
-use quarry_tests::regtest::{address, anyone_can_spend, bitcoind, free_port, Node};
+use quarry_tests::regtest::{address, bitcoind};
 use quarry_tests::Client;
 use serde_json::{json, Value};
 
@@ -28,11 +28,7 @@ fn solo_pays_each_real_miner_the_blocks_it_found_on_a_real_node() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let datadir = dir.path().join("bitcoind");
-    std::fs::create_dir_all(&datadir).unwrap();
-    let node = Node::start(&binary, &datadir, free_port());
-    let (_, operator) = anyone_can_spend();
-    node.call("generatetoaddress", json!([101, operator.to_string()]));
+    let (node, operator) = funded_node(&binary, dir.path());
     let operator_text = operator.to_string();
     let pool = node.start_pool(
         &dir.path().join("pool"),

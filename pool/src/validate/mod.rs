@@ -38,6 +38,8 @@ pub struct SessionTerms<'a> {
     pub current_difficulty: Difficulty,
     /// Whom the session's coinbases pay when it mines solo.
     pub payee: Option<&'a Payee>,
+    /// The face of the job the session was sent last, which most shares name.
+    pub held: Option<&'a Arc<Face>>,
 }
 
 /// A share that solves a block: everything needed to assemble it.
@@ -128,7 +130,10 @@ pub fn validate(book: &JobBook, submit: &Submit, terms: &SessionTerms<'_>) -> Ve
         nonce: submit.nonce.0,
         version,
     };
-    let face = job.face(terms.payee);
+    let face = match terms.held.filter(|face| face.job_id == job.id) {
+        Some(held) => held.clone(),
+        None => job.face(terms.payee),
+    };
     let coinbase = face.coinbase(variant, &fields.extranonce1, &fields.extranonce2);
     let leaf = quarry_protocol::hash::sha256d(&coinbase);
     let branch: Vec<[u8; 32]> = job.notify.merkle_branch.iter().map(|h| h.0).collect();

@@ -37,6 +37,7 @@ fn terms(mask: u32, difficulty: f64) -> SessionTerms<'static> {
         difficulty_for: &|_| None,
         current_difficulty: Difficulty::new(difficulty).expect("a valid difficulty"),
         payee: None,
+        held: None,
     }
 }
 
