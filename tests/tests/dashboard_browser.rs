@@ -294,13 +294,7 @@ async fn dashboard_shows_live_workers_and_chart() {
     }
 
     // Clicking a worker charts that worker.
-    browser
-        .find(Locator::Css("tr[data-worker='bob.cpu'] td.worker"))
-        .await
-        .expect("bob's name")
-        .click()
-        .await
-        .expect("click");
+    click(&browser, "tr[data-worker='bob.cpu'] td.worker").await;
     let (_, shares, title) = eventually("bob's chart", || async {
         Some(chart(&browser).await).filter(|c| c.2 == "Worker bob.cpu hashrate" && c.1 == 3)
     })
@@ -317,11 +311,7 @@ async fn dashboard_shows_live_workers_and_chart() {
         "shown without a cluster"
     );
 
-    let png = browser.screenshot().await.expect("a screenshot");
-    let path = artifact("dashboard.png");
-    std::fs::write(&path, &png).expect("writing the screenshot");
-    eprintln!("dashboard screenshot: {}", path.display());
-    assert!(png.starts_with(b"\x89PNG"));
+    keep_screenshot(&browser, "dashboard.png").await;
     browser.close().await.expect("closing the browser");
 }
 
@@ -386,10 +376,7 @@ async fn dashboard_shows_the_cluster_nodes() {
     .await;
     assert_eq!(shown["accepted"], 2);
 
-    let png = browser.screenshot().await.expect("a screenshot");
-    let path = artifact("dashboard-nodes.png");
-    std::fs::write(&path, &png).expect("writing the screenshot");
-    eprintln!("dashboard node view screenshot: {}", path.display());
+    keep_screenshot(&browser, "dashboard-nodes.png").await;
     browser.close().await.expect("closing the browser");
 }
 
@@ -553,6 +540,26 @@ async fn account_page_matches(
     }
 }
 
+/// Clicks the element `selector` finds.
+async fn click(browser: &fantoccini::Client, selector: &str) {
+    browser
+        .find(Locator::Css(selector))
+        .await
+        .expect(selector)
+        .click()
+        .await
+        .expect("click");
+}
+
+/// Takes a screenshot and keeps it as the artifact `name`.
+async fn keep_screenshot(browser: &fantoccini::Client, name: &str) {
+    let png = browser.screenshot().await.expect("a screenshot");
+    let path = artifact(name);
+    std::fs::write(&path, &png).expect("writing the screenshot");
+    eprintln!("dashboard screenshot: {}", path.display());
+    assert!(png.starts_with(b"\x89PNG"));
+}
+
 async fn displayed(browser: &fantoccini::Client, selector: &str) -> bool {
     browser
         .find(Locator::Css(selector))
@@ -675,20 +682,10 @@ async fn dashboard_account_page_shows_earnings_and_the_split() {
     assert!(displayed(&browser, "#account-view").await);
     assert!(!displayed(&browser, "#overview").await);
 
-    let png = browser.screenshot().await.expect("a screenshot");
-    let path = artifact("dashboard-account.png");
-    std::fs::write(&path, &png).expect("writing the screenshot");
-    eprintln!("dashboard account screenshot: {}", path.display());
-    assert!(png.starts_with(b"\x89PNG"));
+    keep_screenshot(&browser, "dashboard-account.png").await;
 
     // The way back.
-    browser
-        .find(Locator::Css("#back"))
-        .await
-        .expect("the back link")
-        .click()
-        .await
-        .expect("click");
+    click(&browser, "#back").await;
     eventually("the overview again", || async {
         displayed(&browser, "#overview").await.then_some(())
     })
