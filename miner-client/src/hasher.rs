@@ -308,6 +308,17 @@ mod tests {
             }
             assert!(switched.elapsed() < Duration::from_secs(5));
         }
+        // Every thread hashes and counts as it goes; on a loaded machine one may be
+        // scheduled only after the other found the shares above.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !stats.snapshot().hashes.iter().all(|h| *h > 0) {
+            assert!(
+                Instant::now() < deadline,
+                "a thread never hashed: {:?}",
+                stats.snapshot().hashes
+            );
+            std::thread::yield_now();
+        }
         hashers.stop();
         assert!(stats.snapshot().hashes.iter().all(|h| *h > 0));
     }
