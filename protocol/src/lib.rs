@@ -29,6 +29,7 @@ pub mod merkle;
 pub mod messages;
 pub mod reject;
 pub mod share;
+pub mod sv2;
 pub mod target;
 
 pub use codec::{CodecError, LineCodec};
