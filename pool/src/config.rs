@@ -91,6 +91,13 @@ pub struct RunArgs {
         requires = "tls_cert"
     )]
     pub tls_key: Option<PathBuf>,
+    /// Stratum V2 (Noise-encrypted) listen address, or `off` [default: 0.0.0.0:3336].
+    #[arg(long, env = "QUARRY_POOL_STRATUM_V2", value_name = "ADDR|off")]
+    pub stratum_v2: Option<String>,
+    /// Stratum V2 authority secret key file (SRI's base58check form). Without it the
+    /// pool makes one in the data directory on first start.
+    #[arg(long, env = "QUARRY_POOL_SV2_AUTHORITY_KEY", value_name = "FILE")]
+    pub sv2_authority_key: Option<PathBuf>,
     /// HTTP API listen address, or `off` [default: 127.0.0.1:8080].
     #[arg(long, env = "QUARRY_POOL_API", value_name = "ADDR|off")]
     pub api: Option<String>,
@@ -208,7 +215,7 @@ pub struct RunArgs {
     /// Longest accepted Stratum line in bytes [default: 16384].
     #[arg(long, env = "QUARRY_POOL_MAX_LINE_LENGTH", value_name = "BYTES")]
     pub max_line_length: Option<usize>,
-    /// Seconds a TLS handshake may take [default: 10].
+    /// Seconds a TLS or Noise handshake may take [default: 10].
     #[arg(long, env = "QUARRY_POOL_HANDSHAKE_TIMEOUT", value_name = "SECONDS")]
     pub handshake_timeout: Option<f64>,
     /// Seconds to finish in-flight work on SIGINT/SIGTERM [default: 10].
@@ -484,6 +491,8 @@ impl RunArgs {
         merge!(
             stratum_tcp,
             stratum_tls,
+            stratum_v2,
+            sv2_authority_key,
             tls_cert,
             tls_key,
             api,
@@ -535,6 +544,9 @@ pub struct PoolConfig {
     pub stratum_tcp: Listen,
     pub stratum_tls: Listen,
     pub tls_cert: Option<(PathBuf, PathBuf)>,
+    pub stratum_v2: Listen,
+    /// The V2 authority secret key file (`None`: the data directory's).
+    pub sv2_authority_key: Option<PathBuf>,
     pub api: Listen,
     pub data_dir: PathBuf,
     /// Where the share ledger lives.
@@ -723,6 +735,8 @@ impl PoolConfig {
             stratum_tcp: listen("stratum_tcp", args.stratum_tcp, "0.0.0.0:3333")?,
             stratum_tls: listen("stratum_tls", args.stratum_tls, "0.0.0.0:3334")?,
             tls_cert: args.tls_cert.zip(args.tls_key),
+            stratum_v2: listen("stratum_v2", args.stratum_v2, "0.0.0.0:3336")?,
+            sv2_authority_key: args.sv2_authority_key,
             api: listen("api", args.api, "127.0.0.1:8080")?,
             database: Database::from_setting(args.database.as_deref(), &data_dir)
                 .map_err(anyhow::Error::msg)?,

@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use dashmap::DashMap;
+use quarry_protocol::sv2::AuthorityKeypair;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -40,6 +41,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// This node's membership of a cluster (`None` when the pool runs alone).
     pub cluster: Option<Arc<Cluster>>,
+    /// The key Stratum V2 connections prove (`None` when V2 is off).
+    pub authority: Option<AuthorityKeypair>,
 }
 
 /// What the API shows of a live session.

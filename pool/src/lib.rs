@@ -34,6 +34,7 @@ pub mod accounting;
 pub mod accounts;
 pub mod api;
 pub mod atomic;
+pub mod authority;
 pub mod bitcoind;
 pub mod chain;
 pub mod cli;

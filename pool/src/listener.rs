@@ -1,5 +1,6 @@
-//! Accept loops for plain and TLS Stratum. The accept loop only accepts; every
-//! TLS handshake runs inside the connection's own task, under a timeout.
+//! Accept loops for plain and TLS Stratum V1 and for Stratum V2. The accept loop
+//! only accepts; every TLS or Noise handshake runs inside the connection's own
+//! task, under a timeout.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,8 @@ use crate::tls::Tls;
 pub enum Transport {
     Plain,
     Tls(Arc<Tls>),
+    /// Stratum V2: Noise-encrypted frames (the handshake is the session's).
+    V2,
 }
 
 /// Accepts connections until shutdown, spawning one tracked task each.
@@ -68,6 +71,13 @@ pub async fn accept_loop(
                 tracker.spawn(async move {
                     let _admission = admission;
                     serve(stream, peer, ctx).await;
+                });
+            }
+            Transport::V2 => {
+                ctx.metrics.connection(Listener::V2);
+                tracker.spawn(async move {
+                    let _admission = admission;
+                    crate::session::v2::serve(stream, peer, ctx).await;
                 });
             }
             Transport::Tls(tls) => {

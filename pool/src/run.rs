@@ -96,6 +96,34 @@ fn print_banner(pool: &Pool) {
             host(addr)
         );
     }
+    if let (Some(addr), Some(authority)) = (pool.stratum_v2, &pool.ctx.authority) {
+        let public = authority.public;
+        let en2 = pool.ctx.config.extranonce2_size;
+        println!("quarry-pool: listening on stratum2+tcp://{addr}");
+        println!("  Stratum V2 authority public key: {public}");
+        println!(
+            "  miners connect with: quarry-miner -o stratum2+tcp://{}/{public} -u ACCOUNT.WORKER",
+            host(addr)
+        );
+        println!("  SRI translator_sv2 (tproxy.toml; leave out [miner_telemetry]):");
+        // An aggregating translator takes 2 bytes of the channel's extranonce for
+        // its own index; what is left is its miners' extranonce2.
+        println!(
+            "    downstream_extranonce2_size = {}",
+            en2.saturating_sub(2).max(2)
+        );
+        println!("    [[upstreams]]");
+        println!(
+            "    address = \"{}\"",
+            host(addr)
+                .rsplit_once(':')
+                .map_or("", |(h, _)| h)
+                .to_owned()
+        );
+        println!("    port = {}", addr.port());
+        println!("    authority_pubkey = \"{public}\"");
+        println!("    user_identity = \"ACCOUNT.WORKER\"");
+    }
     if let Some(addr) = pool.api {
         println!("quarry-pool: API on http://{addr}/api/pool");
         println!("quarry-pool: dashboard on http://{addr}/");

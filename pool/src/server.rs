@@ -42,6 +42,7 @@ const SOLVED_QUEUE: usize = 1024;
 pub struct Pool {
     pub stratum_tcp: Option<SocketAddr>,
     pub stratum_tls: Option<SocketAddr>,
+    pub stratum_v2: Option<SocketAddr>,
     pub api: Option<SocketAddr>,
     pub tls: Option<Arc<Tls>>,
     pub ctx: Arc<Context>,
@@ -169,6 +170,7 @@ fn heartbeat(ctx: Arc<Context>, pool: &Pool) -> impl Fn() -> Beat + Send + 'stat
     let address = [
         pool.stratum_tcp.map(|addr| format!("stratum+tcp://{addr}")),
         pool.stratum_tls.map(|addr| format!("stratum+ssl://{addr}")),
+        pool.stratum_v2.map(|addr| format!("stratum2+tcp://{addr}")),
     ]
     .into_iter()
     .flatten()
@@ -299,6 +301,16 @@ impl Pool {
                 bitcoind_source(&config, bitcoind, &ledger, outlets, cluster.as_deref()).await?
             }
         };
+        let authority = match config.stratum_v2 {
+            None => None,
+            Some(_) => Some(
+                crate::authority::load_or_create(
+                    config.sv2_authority_key.as_deref(),
+                    &config.data_dir,
+                )
+                .context("loading the Stratum V2 authority key")?,
+            ),
+        };
         let shutdown = CancellationToken::new();
         let (solved_tx, solved_rx) = tokio::sync::mpsc::channel(SOLVED_QUEUE);
         let ctx = Arc::new(Context {
@@ -319,6 +331,7 @@ impl Pool {
             sessions: DashMap::new(),
             metrics,
             cluster: cluster.clone(),
+            authority,
         });
         if cluster.is_some() {
             ctx.guard.share_bans();
@@ -364,11 +377,13 @@ impl Pool {
 
         let tcp = bind(config.stratum_tcp, "Stratum TCP").await?;
         let tls_listener = bind(config.stratum_tls, "Stratum TLS").await?;
+        let v2_listener = bind(config.stratum_v2, "Stratum V2").await?;
         let api = bind(config.api, "API").await?;
         let local = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
         let mut pool = Pool {
             stratum_tcp: local(&tcp),
             stratum_tls: local(&tls_listener),
+            stratum_v2: local(&v2_listener),
             api: local(&api),
             tls: tls.clone(),
             ctx: ctx.clone(),
@@ -387,6 +402,14 @@ impl Pool {
             background.spawn(accept_loop(
                 listener,
                 Transport::Tls(tls),
+                ctx.clone(),
+                tracker.clone(),
+            ));
+        }
+        if let Some(listener) = v2_listener {
+            background.spawn(accept_loop(
+                listener,
+                Transport::V2,
                 ctx.clone(),
                 tracker.clone(),
             ));

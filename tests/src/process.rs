@@ -79,6 +79,9 @@ pub struct PoolProcess {
     pub tls: SocketAddr,
     pub api: SocketAddr,
     pub fingerprint: String,
+    /// The Stratum V2 listener and the authority key it proves.
+    pub v2: SocketAddr,
+    pub authority: String,
     pub data_dir: PathBuf,
     /// Stdout lines after start-up.
     pub stdout: mpsc::Receiver<String>,
@@ -96,6 +99,7 @@ impl PoolProcess {
     pub fn start_on(data_dir: &Path, tcp: &str, extra: &[&str]) -> PoolProcess {
         let mut child = Command::new(binary("quarry-pool", "quarry-pool"))
             .args(["run", "--stratum-tcp", tcp, "--stratum-tls", "127.0.0.1:0"])
+            .args(["--stratum-v2", "127.0.0.1:0"])
             .args(["--api", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
@@ -117,7 +121,14 @@ impl PoolProcess {
             }
         });
         let (mut tcp, mut tls, mut api, mut fingerprint) = (None, None, None, None);
-        while tcp.is_none() || tls.is_none() || api.is_none() || fingerprint.is_none() {
+        let (mut v2, mut authority) = (None, None);
+        while tcp.is_none()
+            || tls.is_none()
+            || api.is_none()
+            || fingerprint.is_none()
+            || v2.is_none()
+            || authority.is_none()
+        {
             let line = rx
                 .recv_timeout(Duration::from_secs(120))
                 .expect("quarry-pool printed its addresses");
@@ -126,6 +137,15 @@ impl PoolProcess {
             } else if let Some(addr) = line.strip_prefix("quarry-pool: listening on stratum+ssl://")
             {
                 tls = addr.parse().ok();
+            } else if let Some(addr) =
+                line.strip_prefix("quarry-pool: listening on stratum2+tcp://")
+            {
+                v2 = addr.parse().ok();
+            } else if let Some(key) = line
+                .trim()
+                .strip_prefix("Stratum V2 authority public key: ")
+            {
+                authority = Some(key.to_owned());
             } else if let Some(rest) = line.strip_prefix("quarry-pool: API on http://") {
                 api = rest.trim_end_matches("/api/pool").parse().ok();
             } else if let Some(fp) = line
@@ -141,6 +161,8 @@ impl PoolProcess {
             tls: tls.unwrap(),
             api: api.unwrap(),
             fingerprint: fingerprint.unwrap(),
+            v2: v2.unwrap(),
+            authority: authority.unwrap(),
             data_dir: data_dir.to_owned(),
             stdout: rx,
         }
@@ -155,6 +177,8 @@ impl PoolProcess {
                 "--stratum-tcp",
                 "127.0.0.1:0",
                 "--stratum-tls",
+                "off",
+                "--stratum-v2",
                 "off",
             ])
             .args(["--api", "off", "--data-dir"])

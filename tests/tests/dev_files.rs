@@ -138,7 +138,7 @@ fn devcontainer_builds_the_dockerfile_with_debugger_rights() {
     assert!(strings("capAdd").contains(&"SYS_PTRACE".into()));
     assert!(strings("securityOpt").contains(&"seccomp=unconfined".into()));
     let ports = strings("forwardPorts");
-    for port in ["3333", "3334", "8080"] {
+    for port in ["3333", "3334", "3336", "8080"] {
         assert!(ports.contains(&port.into()), "forwardPorts lacks {port}");
     }
     let extensions: Vec<&str> = config["customizations"]["vscode"]["extensions"]
@@ -407,6 +407,8 @@ fn pool_built_with_console_serves_tokio_console() {
         "--stratum-tcp",
         "127.0.0.1:0",
         "--stratum-tls",
+        "off",
+        "--stratum-v2",
         "off",
     ];
     let args = [&args[..], &["--api", "off", "--data-dir", data_dir]].concat();

@@ -27,6 +27,7 @@ use crate::watch::webhook::Deliveries;
 pub enum Listener {
     Tcp,
     Tls,
+    V2,
 }
 
 /// Live instruments, bumped where things happen.
@@ -34,8 +35,8 @@ pub enum Listener {
 pub struct Metrics {
     /// Whether to expose per-worker series.
     pub per_worker: bool,
-    /// Admitted connections: plain, TLS.
-    connections: [AtomicU64; 2],
+    /// Admitted connections: plain, TLS, Stratum V2.
+    connections: [AtomicU64; 3],
     /// Connections refused at the door: banned, connection rate, per-IP cap.
     refused: [AtomicU64; 3],
     /// Messages over their budget: `mining.submit`, other.
@@ -43,6 +44,8 @@ pub struct Metrics {
     tls_handshakes: AtomicU64,
     /// Failed TLS handshakes: error, timeout.
     tls_failures: [AtomicU64; 2],
+    /// Stratum V2 Noise handshakes: completed, failed (error or timeout).
+    sv2_handshakes: [AtomicU64; 2],
     /// Time to validate one share.
     pub share_validation: AtomicHistogram,
     /// Time from a new block's job to the last session it was written to.
@@ -61,6 +64,7 @@ impl Metrics {
             rate_limited: Default::default(),
             tls_handshakes: AtomicU64::new(0),
             tls_failures: Default::default(),
+            sv2_handshakes: Default::default(),
             share_validation: AtomicHistogram::new(histogram::LATENCY_SECONDS),
             fanout: FanOut::new(),
             webhook: Arc::default(),
@@ -95,6 +99,11 @@ impl Metrics {
                 self.tls_failures[usize::from(timed_out)].fetch_add(1, Ordering::Relaxed)
             }
         };
+    }
+
+    /// A Stratum V2 Noise handshake completed (`true`) or failed.
+    pub fn sv2_handshake(&self, completed: bool) {
+        self.sv2_handshakes[usize::from(!completed)].fetch_add(1, Ordering::Relaxed);
     }
 }
 

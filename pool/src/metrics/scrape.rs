@@ -136,6 +136,7 @@ impl prometheus_client::collector::Collector for Scrape {
             &[
                 ([("listener", "tcp")], load(&metrics.connections[0])),
                 ([("listener", "tls")], load(&metrics.connections[1])),
+                ([("listener", "v2")], load(&metrics.connections[2])),
             ],
         )?;
         counter(
@@ -152,6 +153,16 @@ impl prometheus_client::collector::Collector for Scrape {
             &[
                 ([("reason", "error")], load(&metrics.tls_failures[0])),
                 ([("reason", "timeout")], load(&metrics.tls_failures[1])),
+            ],
+        )?;
+        family(
+            &mut enc,
+            "quarry_sv2_handshakes",
+            "Stratum V2 Noise handshakes, by outcome: completed, or failed (error, timeout, or a peer that closed).",
+            MetricType::Counter,
+            &[
+                ([("outcome", "completed")], load(&metrics.sv2_handshakes[0])),
+                ([("outcome", "failed")], load(&metrics.sv2_handshakes[1])),
             ],
         )?;
         family(

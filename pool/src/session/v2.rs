@@ -1,0 +1,774 @@
+//! Stratum V2: one Noise-encrypted connection of binary frames, many channels.
+//!
+//! The pool is the Noise NX responder and proves its authority key; then the
+//! miner (or a proxy such as SRI's translator) sets the connection up for the
+//! mining protocol and opens standard (header-only) or extended channels. Each
+//! channel is a miner to the rest of the pool: its own extranonce1 lease, vardiff,
+//! worker and jobs remembered ([`Terms`]); its shares go through the same
+//! [`Core`] as V1's. Acknowledgements are batched: every share one group commit
+//! completes on a channel is answered by one `SubmitShares.Success`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use binary_sv2::{Seq0255, Sv2Option, B032, B064K, U256};
+use bitcoin::hashes::Hash as _;
+use common_messages_sv2::{
+    has_work_selection, Protocol, SetupConnection, SetupConnectionError, SetupConnectionSuccess,
+};
+use futures_util::{FutureExt, StreamExt};
+use mining_sv2::{
+    NewExtendedMiningJob, NewMiningJob, OpenExtendedMiningChannel,
+    OpenExtendedMiningChannelSuccess, OpenMiningChannelError, OpenStandardMiningChannel,
+    OpenStandardMiningChannelSuccess, SetNewPrevHash, SetTarget, SubmitSharesError,
+    SubmitSharesSuccess, UpdateChannel, UpdateChannelError,
+};
+use quarry_protocol::fields::{HexU32Be, JobId};
+use quarry_protocol::messages::Submit;
+use quarry_protocol::reject::ErrorCode;
+use quarry_protocol::sv2::{
+    binary_sv2, common_messages_sv2, mining_sv2, AnyMessage, CommonMessages, Incoming, Mining,
+    NoiseCodec,
+};
+use quarry_protocol::target::hash_difficulty;
+use quarry_protocol::{Difficulty, Extranonce};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tokio_util::codec::FramedRead;
+use tracing::Instrument;
+
+use super::core::{AckDone, Core, Spent, Terms, MAX_IN_FLIGHT};
+use super::{flush, linger};
+use crate::accounting::WorkerStats;
+use crate::context::Context;
+use crate::jobs::{Announcement, Face};
+
+/// The most encrypted bytes one incoming frame may take: the largest message a
+/// miner sends (`SetupConnection`, five strings of up to 255 bytes) fits many times.
+pub const MAX_FRAME: usize = 16 * 1024;
+/// How long the certificate each handshake signs is valid.
+pub const CERT_VALIDITY: Duration = Duration::from_secs(3600);
+/// The most channels one connection may hold open.
+const MAX_CHANNELS: usize = 256;
+/// The connection's first read buffer: a handshake message or a share fits.
+const READ_BUFFER: usize = 256;
+/// The mining protocol's version.
+const VERSION: u16 = 2;
+
+/// Where a share's acknowledgement goes: its channel and sequence number.
+type Ack = (u32, u32);
+
+/// One channel: a miner to the rest of the pool.
+struct Channel {
+    /// Extended (the miner builds the coinbase) or standard (header-only).
+    extended: bool,
+    worker: Arc<WorkerStats>,
+    terms: Terms,
+}
+
+/// What one turn's commits acknowledge on a channel.
+#[derive(Default)]
+struct Batch {
+    last_sequence: u32,
+    count: u32,
+    sum: u64,
+}
+
+struct Connection {
+    core: Core<Ack>,
+    connected_at: Instant,
+    set_up: bool,
+    channels: HashMap<u32, Channel>,
+    next_channel: u32,
+    out: Vec<Vec<u8>>,
+    /// Acknowledgements gathered this turn, per channel.
+    batches: HashMap<u32, Batch>,
+}
+
+/// Serves one V2 connection until it closes, errs, or the pool shuts down.
+pub async fn serve<S>(stream: S, peer: SocketAddr, ctx: Arc<Context>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let id = ctx.next_session.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("session", id, %peer, v = 2, worker = tracing::field::Empty);
+    async move {
+        tracing::debug!("connected");
+        match run(stream, peer, id, ctx).await {
+            Ok(()) => tracing::debug!("closed"),
+            Err(reason) => tracing::info!(%reason, "disconnected"),
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Runs the Noise handshake as responder, within the handshake timeout.
+async fn handshake<S>(framed: &mut FramedRead<S, NoiseCodec>, ctx: &Context) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let reply = match tokio::time::timeout(ctx.config.handshake_timeout, framed.next()).await {
+        Err(_) => Err("noise handshake timed out".to_owned()),
+        Ok(None) => Err("closed during the noise handshake".to_owned()),
+        Ok(Some(Err(err))) => Err(err.to_string()),
+        Ok(Some(Ok(Incoming::Reply(reply)))) => Ok(reply),
+        Ok(Some(Ok(other))) => Err(format!("unexpected {other:?} in the handshake")),
+    };
+    ctx.metrics.sv2_handshake(reply.is_ok());
+    flush(framed.get_mut(), &mut vec![reply?]).await
+}
+
+async fn run<S>(stream: S, peer: SocketAddr, id: u64, ctx: Arc<Context>) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let Some(authority) = &ctx.authority else {
+        return Err("no authority key".to_owned());
+    };
+    let codec = NoiseCodec::responder(authority, CERT_VALIDITY, MAX_FRAME)
+        .map_err(|err| err.to_string())?;
+    let mut framed = FramedRead::with_capacity(stream, codec, READ_BUFFER);
+    let mut conn = Connection {
+        core: Core::new(ctx.clone(), id, peer),
+        connected_at: Instant::now(),
+        set_up: false,
+        channels: HashMap::new(),
+        next_channel: 1,
+        out: Vec::new(),
+        batches: HashMap::new(),
+    };
+    handshake(&mut framed, &ctx).await?;
+    let mut jobs = ctx.book.subscribe();
+    jobs.borrow_and_update();
+    let kick = conn.core.kick.clone();
+    let kicked = kick.cancelled();
+    tokio::pin!(kicked);
+    let timeout = tokio::time::sleep_until(conn.deadline().0);
+    tokio::pin!(timeout);
+    let result = loop {
+        let mut new_block = None;
+        let deadline = conn.deadline().0;
+        if timeout.deadline() != deadline {
+            timeout.as_mut().reset(deadline);
+        }
+        tokio::select! {
+            biased;
+            () = &mut kicked => break Err(if ctx.shutdown.is_cancelled() { "shutting down" } else { "kicked by the operator" }.to_owned()),
+            () = &mut timeout => break Err(conn.deadline().1.to_owned()),
+            Some(done) = conn.core.acks.next(), if !conn.core.acks.is_empty() => {
+                let codec = framed.decoder_mut();
+                conn.finish_ack(done, codec);
+                while let Some(Some(done)) = conn.core.acks.next().now_or_never() {
+                    conn.finish_ack(done, codec);
+                }
+                conn.send_batches(codec);
+            }
+            changed = jobs.changed() => {
+                if changed.is_err() {
+                    break Ok(());
+                }
+                let announcement = jobs.borrow_and_update().clone();
+                if conn.on_job(&announcement, framed.decoder_mut()) {
+                    new_block = Some(announcement);
+                }
+            }
+            frame = framed.next(), if conn.core.acks.len() < MAX_IN_FLIGHT => match frame {
+                None => break Ok(()),
+                Some(Err(err)) => break Err(err.to_string()),
+                Some(Ok(Incoming::Frame(mut frame))) => {
+                    let name = frame.name();
+                    match frame.message() {
+                        Ok(message) => conn.handle(message, name, framed.decoder_mut()),
+                        Err(err) => conn.core.close = Some(format!("malformed {name}: {err}")),
+                    }
+                }
+                Some(Ok(other)) => break Err(format!("unexpected {other:?} after the handshake")),
+            },
+        }
+        if let Err(reason) = flush(framed.get_mut(), &mut conn.out).await {
+            break Err(reason);
+        }
+        if let Some(job) = new_block {
+            ctx.metrics
+                .fanout
+                .written(job.job.id, job.published.elapsed());
+        }
+        if let Some(reason) = conn.core.close.take() {
+            break Err(reason);
+        }
+    };
+    while let Some(done) = conn.core.acks.next().await {
+        conn.finish_ack(done, framed.decoder_mut());
+    }
+    conn.send_batches(framed.decoder_mut());
+    let flushed = flush(framed.get_mut(), &mut conn.out).await;
+    if result.is_err() && flushed.is_ok() {
+        linger(framed.into_inner()).await;
+    }
+    result
+}
+
+/// The job id a V2 miner names: the low 32 bits of the pool's job id.
+fn short_id(job: u64) -> u32 {
+    job as u32
+}
+
+/// The pool's job id of V2 job id `short`: the one at or below `newest` with those
+/// low bits. Job ids count up from the clock in seconds shifted by 8 bits, so any
+/// job still remembered is far less than 2^32 below the newest.
+fn full_id(newest: u64, short: u32) -> u64 {
+    let candidate = (newest & !0xffff_ffff) | u64::from(short);
+    if candidate > newest {
+        candidate.wrapping_sub(1 << 32)
+    } else {
+        candidate
+    }
+}
+
+/// A target as V2 carries it: 256 bits, little-endian.
+fn target_bytes(difficulty: Difficulty) -> [u8; 32] {
+    difficulty.to_target().to_le_bytes()
+}
+
+impl Connection {
+    /// When the connection times out next, and why.
+    fn deadline(&self) -> (Instant, &'static str) {
+        let limits = &self.core.ctx.guard.config;
+        if !self.set_up {
+            return (
+                self.connected_at + limits.subscribe_timeout,
+                "no SetupConnection in time",
+            );
+        }
+        match self
+            .channels
+            .values()
+            .filter_map(|c| c.terms.active_at)
+            .max()
+        {
+            None => (
+                self.connected_at + limits.subscribe_timeout + limits.authorize_timeout,
+                "no channel opened in time",
+            ),
+            Some(at) => (at + limits.idle_timeout, "idle: no share for too long"),
+        }
+    }
+
+    fn send(&mut self, codec: &mut NoiseCodec, message: AnyMessage<'_>) {
+        match codec.encode(message) {
+            Ok(bytes) => self.out.push(bytes),
+            Err(err) => {
+                tracing::error!(%err, "cannot encode a message");
+                self.core.close = Some(format!("cannot encode a message: {err}"));
+            }
+        }
+    }
+
+    fn handle(&mut self, message: AnyMessage<'_>, name: &str, codec: &mut NoiseCodec) {
+        let is_submit = matches!(
+            message,
+            AnyMessage::Mining(Mining::SubmitSharesStandard(_) | Mining::SubmitSharesExtended(_))
+        );
+        match self.core.spend(is_submit) {
+            Spent::Within => {}
+            Spent::Banned => return,
+            Spent::Over => {
+                if let AnyMessage::Mining(Mining::SubmitSharesStandard(share)) = &message {
+                    self.share_error(
+                        codec,
+                        share.channel_id,
+                        share.sequence_number,
+                        "rate-limit-exceeded",
+                    );
+                } else if let AnyMessage::Mining(Mining::SubmitSharesExtended(share)) = &message {
+                    self.share_error(
+                        codec,
+                        share.channel_id,
+                        share.sequence_number,
+                        "rate-limit-exceeded",
+                    );
+                }
+                return;
+            }
+        }
+        match message {
+            AnyMessage::Common(CommonMessages::SetupConnection(setup)) if !self.set_up => {
+                self.setup(setup, codec);
+            }
+            _ if !self.set_up => {
+                self.core.close = Some(format!("{name} before SetupConnection"));
+            }
+            AnyMessage::Mining(Mining::OpenStandardMiningChannel(open)) => {
+                self.open_standard(open, codec);
+            }
+            AnyMessage::Mining(Mining::OpenExtendedMiningChannel(open)) => {
+                self.open_extended(open, codec);
+            }
+            AnyMessage::Mining(Mining::SubmitSharesStandard(share)) => {
+                let en2 = vec![0u8; self.core.ctx.config.extranonce2_size];
+                self.submit(
+                    codec,
+                    (share.channel_id, share.sequence_number),
+                    share.job_id,
+                    &en2,
+                    [share.ntime, share.nonce, share.version],
+                    false,
+                );
+            }
+            AnyMessage::Mining(Mining::SubmitSharesExtended(share)) => {
+                self.submit(
+                    codec,
+                    (share.channel_id, share.sequence_number),
+                    share.job_id,
+                    share.extranonce.as_bytes(),
+                    [share.ntime, share.nonce, share.version],
+                    true,
+                );
+            }
+            AnyMessage::Mining(Mining::UpdateChannel(update)) => self.update(update, codec),
+            AnyMessage::Mining(Mining::CloseChannel(close)) => {
+                if self.channels.remove(&close.channel_id).is_some() {
+                    tracing::debug!(channel = close.channel_id, reason = %close.reason_code.as_utf8_or_hex(), "channel closed by the miner");
+                }
+            }
+            _ => self.core.close = Some(format!("unexpected message {name}")),
+        }
+    }
+
+    fn setup(&mut self, setup: SetupConnection<'_>, codec: &mut NoiseCodec) {
+        let error = if setup.protocol != Protocol::MiningProtocol {
+            Some(("unsupported-protocol", 0))
+        } else if !(setup.min_version..=setup.max_version).contains(&VERSION) {
+            Some(("protocol-version-mismatch", 0))
+        } else if has_work_selection(setup.flags) {
+            // Work selection (custom jobs) needs job declaration, which this pool
+            // does not offer.
+            Some(("unsupported-feature-flags", 1 << 1))
+        } else {
+            None
+        };
+        if let Some((code, flags)) = error {
+            tracing::info!(code, protocol = ?setup.protocol, versions = ?(setup.min_version, setup.max_version), flags = setup.flags, "SetupConnection refused");
+            let reply = SetupConnectionError {
+                flags,
+                error_code: code.try_into().expect("a short code"),
+            };
+            self.send(
+                codec,
+                AnyMessage::Common(CommonMessages::SetupConnectionError(reply)),
+            );
+            self.core.close = Some(format!("SetupConnection refused: {code}"));
+            return;
+        }
+        tracing::debug!(vendor = %setup.vendor.as_utf8_or_hex(), firmware = %setup.firmware.as_utf8_or_hex(), "set up");
+        self.set_up = true;
+        let reply = SetupConnectionSuccess {
+            used_version: VERSION,
+            flags: 0,
+        };
+        self.send(
+            codec,
+            AnyMessage::Common(CommonMessages::SetupConnectionSuccess(reply)),
+        );
+    }
+
+    /// Opens a channel for `user_identity`: the worker authorized, a lease and a
+    /// start difficulty from the miner's nominal hashrate, no easier than its
+    /// maximum target allows. Returns the channel id, or the error code to send.
+    fn open(
+        &mut self,
+        user_identity: &str,
+        hashrate: f32,
+        max_target: &[u8; 32],
+        extended: bool,
+    ) -> Result<u32, String> {
+        if self.channels.len() >= MAX_CHANNELS {
+            return Err("too-many-channels".to_owned());
+        }
+        let ctx = self.core.ctx.clone();
+        let mut terms = Terms::new(&ctx);
+        let worker = self
+            .core
+            .authorize(&mut terms, user_identity)
+            .map_err(|reason| {
+                tracing::info!(%reason, user_identity, "channel refused");
+                "unknown-user".to_owned()
+            })?;
+        let now = Instant::now();
+        if hashrate.is_finite() && hashrate > 0.0 {
+            // The difficulty at which this hashrate finds a share per interval.
+            let wanted =
+                f64::from(hashrate) * ctx.config.share_interval.as_secs_f64() / 4_294_967_296.0;
+            if let Ok(wanted) = Difficulty::new(wanted) {
+                terms.difficulty = terms.vardiff.set(wanted, now);
+            }
+        }
+        let floor = hash_difficulty(max_target);
+        if terms.difficulty.get() < floor {
+            let Ok(floor) = Difficulty::new(floor) else {
+                return Err("max-target-out-of-range".to_owned());
+            };
+            terms.difficulty = terms.vardiff.set(floor, now);
+            if terms.difficulty.get() < floor.get() {
+                return Err("max-target-out-of-range".to_owned());
+            }
+        }
+        terms.vardiff.announced(now);
+        terms.version_mask = ctx.config.version_mask;
+        terms.lease = Some(ctx.extranonces.lease(None));
+        let id = self.next_channel;
+        self.next_channel = self.next_channel.wrapping_add(1).max(1);
+        self.channels.insert(
+            id,
+            Channel {
+                extended,
+                worker,
+                terms,
+            },
+        );
+        Ok(id)
+    }
+
+    fn open_standard(&mut self, open: OpenStandardMiningChannel<'_>, codec: &mut NoiseCodec) {
+        let identity = open.user_identity.as_utf8_or_hex();
+        let max_target = *open.max_target.as_array();
+        match self.open(&identity, open.nominal_hash_rate, &max_target, false) {
+            Err(code) => self.open_error(codec, open.request_id, &code),
+            Ok(id) => {
+                let channel = &self.channels[&id];
+                let lease = channel
+                    .terms
+                    .lease
+                    .as_ref()
+                    .expect("an open channel has a lease");
+                let mut prefix = lease.extranonce().as_bytes().to_vec();
+                prefix.resize(prefix.len() + self.core.ctx.config.extranonce2_size, 0);
+                let target = target_bytes(channel.terms.difficulty);
+                let reply = OpenStandardMiningChannelSuccess {
+                    request_id: open.request_id,
+                    channel_id: id,
+                    target: U256::from(&target),
+                    extranonce_prefix: B032::new(&prefix).expect("at most 12 bytes"),
+                    group_channel_id: 0,
+                };
+                self.send(
+                    codec,
+                    AnyMessage::Mining(Mining::OpenStandardMiningChannelSuccess(reply)),
+                );
+                self.first_job(id, codec);
+            }
+        }
+    }
+
+    fn open_extended(&mut self, open: OpenExtendedMiningChannel<'_>, codec: &mut NoiseCodec) {
+        let size = self.core.ctx.config.extranonce2_size;
+        if usize::from(open.min_extranonce_size) > size {
+            tracing::info!(
+                wanted = open.min_extranonce_size,
+                size,
+                "extended channel refused: the miner wants more extranonce than --extranonce2-size gives"
+            );
+            return self.open_error(codec, open.request_id, "min-extranonce-size-too-large");
+        }
+        let identity = open.user_identity.as_utf8_or_hex();
+        let max_target = *open.max_target.as_array();
+        match self.open(&identity, open.nominal_hash_rate, &max_target, true) {
+            Err(code) => self.open_error(codec, open.request_id, &code),
+            Ok(id) => {
+                let channel = &self.channels[&id];
+                let lease = channel
+                    .terms
+                    .lease
+                    .as_ref()
+                    .expect("an open channel has a lease");
+                let prefix = lease.extranonce();
+                let target = target_bytes(channel.terms.difficulty);
+                let reply = OpenExtendedMiningChannelSuccess {
+                    request_id: open.request_id,
+                    channel_id: id,
+                    target: U256::from(&target),
+                    extranonce_size: u16::try_from(size).expect("at most 8"),
+                    extranonce_prefix: B032::new(prefix.as_bytes()).expect("4 bytes"),
+                    group_channel_id: 0,
+                };
+                self.send(
+                    codec,
+                    AnyMessage::Mining(Mining::OpenExtendedMiningChannelSuccess(reply)),
+                );
+                self.first_job(id, codec);
+            }
+        }
+    }
+
+    fn open_error(&mut self, codec: &mut NoiseCodec, request_id: u32, code: &str) {
+        let reply = OpenMiningChannelError {
+            request_id,
+            error_code: code.try_into().expect("a short code"),
+        };
+        self.send(
+            codec,
+            AnyMessage::Mining(Mining::OpenMiningChannelError(reply)),
+        );
+    }
+
+    fn first_job(&mut self, id: u32, codec: &mut NoiseCodec) {
+        let current = self.core.ctx.book.current();
+        self.send_job(id, &current, codec);
+    }
+
+    /// Sends `announcement`'s job to every channel; true when it went out on a new tip.
+    fn on_job(&mut self, announcement: &Arc<Announcement>, codec: &mut NoiseCodec) -> bool {
+        let ids: Vec<u32> = self.channels.keys().copied().collect();
+        let mut new_tip = false;
+        for id in ids {
+            new_tip |= self.send_job(id, announcement, codec);
+        }
+        new_tip
+    }
+
+    /// Sends channel `id` the job: first `SetTarget` if vardiff moved, then the
+    /// job; on a new tip as a future job activated by `SetNewPrevHash`. True when
+    /// the tip is new to the channel.
+    fn send_job(
+        &mut self,
+        id: u32,
+        announcement: &Arc<Announcement>,
+        codec: &mut NoiseCodec,
+    ) -> bool {
+        let Some(channel) = self.channels.get_mut(&id) else {
+            return false;
+        };
+        let terms = &mut channel.terms;
+        let new_tip = terms.new_tip(announcement);
+        let retarget = terms.last_job.is_some() && {
+            terms.vardiff.on_tick(Instant::now());
+            terms.vardiff.current() != terms.difficulty
+        };
+        let job = &announcement.job;
+        let face = job.face(terms.payee.as_ref());
+        terms.remember(job.id);
+        terms.last_job = Some(announcement.clone());
+        terms.face = Some(face.clone());
+        let extended = channel.extended;
+        if retarget {
+            self.send_target(id, codec);
+        }
+        let job_id = short_id(job.id);
+        let ntime = face.notify.ntime.0;
+        let min_ntime = Sv2Option::new((!new_tip).then_some(ntime));
+        let version = face.notify.version.0;
+        if extended {
+            let branch: Vec<U256<'_>> = job.template.merkle_branch.iter().map(U256::from).collect();
+            let message = NewExtendedMiningJob {
+                channel_id: id,
+                job_id,
+                min_ntime,
+                version,
+                version_rolling_allowed: true,
+                merkle_path: Seq0255::new(branch).expect("a branch is short"),
+                coinbase_tx_prefix: B064K::new(&face.coinbase.coinb1).expect("coinbase fits"),
+                coinbase_tx_suffix: B064K::new(&face.coinbase.coinb2).expect("coinbase fits"),
+            };
+            self.send(
+                codec,
+                AnyMessage::Mining(Mining::NewExtendedMiningJob(message)),
+            );
+        } else {
+            let root = self.standard_root(id, &face);
+            let message = NewMiningJob {
+                channel_id: id,
+                job_id,
+                min_ntime,
+                version,
+                merkle_root: U256::from(&root),
+            };
+            self.send(codec, AnyMessage::Mining(Mining::NewMiningJob(message)));
+        }
+        if new_tip {
+            let prev_hash = job.template.prev_hash.to_byte_array();
+            let message = SetNewPrevHash {
+                channel_id: id,
+                job_id,
+                prev_hash: U256::from(&prev_hash),
+                min_ntime: ntime,
+                nbits: face.notify.nbits.0,
+            };
+            self.send(codec, AnyMessage::Mining(Mining::SetNewPrevHash(message)));
+        }
+        new_tip
+    }
+
+    /// A standard channel's merkle root: its coinbase has the channel's extranonce1
+    /// and a zero extranonce2.
+    fn standard_root(&self, id: u32, face: &Face) -> [u8; 32] {
+        let channel = &self.channels[&id];
+        let lease = channel
+            .terms
+            .lease
+            .as_ref()
+            .expect("an open channel has a lease");
+        let en2 = vec![0u8; self.core.ctx.config.extranonce2_size];
+        let en2 = Extranonce::new(&en2).expect("at most 8 bytes");
+        let coinbase = face.coinbase(0, &lease.extranonce(), &en2);
+        let leaf = quarry_protocol::hash::sha256d(&coinbase);
+        let branch: Vec<[u8; 32]> = face.notify.merkle_branch.iter().map(|h| h.0).collect();
+        quarry_protocol::merkle::root_from_branch(leaf, &branch)
+    }
+
+    /// Sends channel `id` the difficulty vardiff wants, as `SetTarget`.
+    fn send_target(&mut self, id: u32, codec: &mut NoiseCodec) {
+        let Some(channel) = self.channels.get_mut(&id) else {
+            return;
+        };
+        let wanted = channel.terms.announce_difficulty(&self.core.ctx.accounting);
+        let target = target_bytes(wanted);
+        let message = SetTarget {
+            channel_id: id,
+            maximum_target: U256::from(&target),
+        };
+        self.send(codec, AnyMessage::Mining(Mining::SetTarget(message)));
+    }
+
+    fn update(&mut self, update: UpdateChannel<'_>, codec: &mut NoiseCodec) {
+        let id = update.channel_id;
+        let Some(channel) = self.channels.get_mut(&id) else {
+            let reply = UpdateChannelError {
+                channel_id: id,
+                error_code: "invalid-channel-id".try_into().expect("a short code"),
+            };
+            return self.send(codec, AnyMessage::Mining(Mining::UpdateChannelError(reply)));
+        };
+        let floor = hash_difficulty(update.maximum_target.as_array());
+        let terms = &mut channel.terms;
+        if terms.difficulty.get() < floor {
+            if let Ok(floor) = Difficulty::new(floor) {
+                terms.vardiff.set(floor, Instant::now());
+            }
+            if terms.vardiff.current().get() < floor {
+                let reply = UpdateChannelError {
+                    channel_id: id,
+                    error_code: "max-target-out-of-range".try_into().expect("a short code"),
+                };
+                return self.send(codec, AnyMessage::Mining(Mining::UpdateChannelError(reply)));
+            }
+            self.send_target(id, codec);
+        }
+    }
+
+    fn share_error(&mut self, codec: &mut NoiseCodec, channel_id: u32, sequence: u32, code: &str) {
+        let reply = SubmitSharesError {
+            channel_id,
+            sequence_number: sequence,
+            error_code: code.try_into().expect("a short code"),
+        };
+        self.send(codec, AnyMessage::Mining(Mining::SubmitSharesError(reply)));
+    }
+
+    /// Judges one share. `[ntime, nonce, version]` as the miner sent them; the
+    /// version is whole, its rolled bits are those under the pool's mask.
+    fn submit(
+        &mut self,
+        codec: &mut NoiseCodec,
+        (channel_id, sequence): Ack,
+        job_id: u32,
+        extranonce2: &[u8],
+        [ntime, nonce, version]: [u32; 3],
+        extended: bool,
+    ) {
+        let Some(channel) = self.channels.get(&channel_id) else {
+            return self.share_error(codec, channel_id, sequence, "invalid-channel-id");
+        };
+        if channel.extended != extended {
+            return self.share_error(codec, channel_id, sequence, "invalid-channel-id");
+        }
+        let newest = self.core.ctx.book.current().job.id;
+        let Ok(job_id) = format!("{:x}", full_id(newest, job_id)).parse::<JobId>() else {
+            return self.share_error(codec, channel_id, sequence, "invalid-job-id");
+        };
+        let Some(extranonce2) = Extranonce::new(extranonce2) else {
+            return self.share_error(codec, channel_id, sequence, "invalid-extranonce");
+        };
+        let submit = Submit {
+            worker: channel.worker.name.to_string(),
+            job_id,
+            extranonce2,
+            ntime: HexU32Be(ntime),
+            nonce: HexU32Be(nonce),
+            version_bits: Some(HexU32Be(version & channel.terms.version_mask)),
+        };
+        let worker = channel.worker.clone();
+        let size = self.core.ctx.config.extranonce2_size;
+        let channel = &self.channels[&channel_id];
+        if let Err((_, error)) = self.core.judge(
+            worker,
+            &submit,
+            &channel.terms,
+            size,
+            (channel_id, sequence),
+        ) {
+            let code = match error.code {
+                ErrorCode::JobNotFound if error.message == "stale" => "stale-share",
+                ErrorCode::JobNotFound => "invalid-job-id",
+                ErrorCode::LowDifficulty => "difficulty-too-low",
+                ErrorCode::Duplicate => "duplicate-share",
+                _ => "invalid-share",
+            };
+            tracing::debug!(channel = channel_id, sequence, code, %error.message, "share rejected");
+            self.share_error(codec, channel_id, sequence, code);
+        }
+    }
+
+    fn finish_ack(&mut self, done: AckDone<Ack>, codec: &mut NoiseCodec) {
+        let (channel_id, sequence) = done.reply;
+        if !self.core.committed(&done) {
+            return self.share_error(codec, channel_id, sequence, "storage-error");
+        }
+        let batch = self.batches.entry(channel_id).or_default();
+        batch.last_sequence = batch.last_sequence.max(sequence);
+        batch.count += 1;
+        // The work acknowledged, in difficulty-1 shares (at least one per share).
+        batch.sum += (done.difficulty as u64).max(1);
+        let retarget = self
+            .channels
+            .get_mut(&channel_id)
+            .is_some_and(|channel| channel.terms.accepted(done.difficulty));
+        if retarget {
+            self.send_target(channel_id, codec);
+        }
+    }
+
+    /// Answers every share this turn's commits acknowledged, one message per channel.
+    fn send_batches(&mut self, codec: &mut NoiseCodec) {
+        for (channel_id, batch) in std::mem::take(&mut self.batches) {
+            let message = SubmitSharesSuccess {
+                channel_id,
+                last_sequence_number: batch.last_sequence,
+                new_submits_accepted_count: batch.count,
+                new_shares_sum: batch.sum,
+            };
+            self.send(
+                codec,
+                AnyMessage::Mining(Mining::SubmitSharesSuccess(message)),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_round_trip_across_the_32_bit_boundary() {
+        for newest in [0x1_0000_0005u64, 0x0067_5000_0001, u64::from(u32::MAX) + 3] {
+            for back in 0..10u64 {
+                let job = newest - back * 0x100;
+                assert_eq!(full_id(newest, short_id(job)), job, "{newest:x} {job:x}");
+            }
+        }
+    }
+}
