@@ -15,6 +15,7 @@ pub mod postgres;
 pub mod process;
 pub mod proxy;
 pub mod regtest;
+pub mod translator;
 pub mod wire;
 pub mod workspace;
 
