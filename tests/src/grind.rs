@@ -58,6 +58,24 @@ impl Grinder {
         }
     }
 
+    /// Starts at nonce `start` on a job whose merkle root is given (a Stratum V2
+    /// standard channel's), looking for hashes at `difficulty`.
+    pub fn with_root(job: &Notify, root: [u8; 32], difficulty: Difficulty, start: u32) -> Grinder {
+        let none = Extranonce::default();
+        Grinder {
+            root,
+            fields: ShareFields {
+                extranonce1: none,
+                extranonce2: none,
+                ntime: job.ntime.0,
+                nonce: start,
+                version: job.version.0,
+            },
+            job: job.clone(),
+            target: difficulty.to_target(),
+        }
+    }
+
     /// Looks for hashes at `difficulty` from here on, keeping the position.
     pub fn retarget(&mut self, difficulty: Difficulty) {
         self.target = difficulty.to_target();

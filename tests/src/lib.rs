@@ -16,6 +16,7 @@ pub mod process;
 pub mod proxy;
 pub mod regtest;
 pub mod translator;
+pub mod v2;
 pub mod wire;
 pub mod workspace;
 

@@ -548,15 +548,20 @@ impl Connection {
             terms.vardiff.on_tick(Instant::now());
             terms.vardiff.current() != terms.difficulty
         };
+        let extended = channel.extended;
+        // The new target first: the job is remembered at the difficulty it carries.
+        if retarget {
+            self.send_target(id, codec);
+        }
+        let Some(channel) = self.channels.get_mut(&id) else {
+            return false;
+        };
+        let terms = &mut channel.terms;
         let job = &announcement.job;
         let face = job.face(terms.payee.as_ref());
         terms.remember(job.id);
         terms.last_job = Some(announcement.clone());
         terms.face = Some(face.clone());
-        let extended = channel.extended;
-        if retarget {
-            self.send_target(id, codec);
-        }
         let job_id = short_id(job.id);
         let ntime = face.notify.ntime.0;
         let min_ntime = Sv2Option::new((!new_tip).then_some(ntime));

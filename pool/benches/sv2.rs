@@ -1,0 +1,182 @@
+//! Stratum V2's costs next to V1's: the CPU the pool spends on each Noise handshake,
+//! and the bytes each protocol puts on the wire per job and per share (printed once,
+//! from the real encoders: V1's lines, V2's encrypted frames).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use bitcoin::hashes::Hash;
+use bytes::BytesMut;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use quarry_protocol::fields::{HexBytes, HexU32Be, PrevHash, RawHash};
+use quarry_protocol::jsonrpc::{result_line, Id};
+use quarry_protocol::messages::{ClientRequest, Notify, ServerMessage, Submit};
+use quarry_protocol::sv2::binary_sv2::{Seq0255, Sv2Option, B032, B064K, U256};
+use quarry_protocol::sv2::mining_sv2::{
+    NewExtendedMiningJob, SetNewPrevHash, SubmitSharesExtended, SubmitSharesSuccess,
+};
+use quarry_protocol::sv2::{AnyMessage, AuthorityKeypair, Incoming, Mining, NoiseCodec};
+use quarry_protocol::Extranonce;
+use tokio_util::codec::Decoder;
+
+const VALIDITY: Duration = Duration::from_secs(3600);
+const MAX_FRAME: usize = 1 << 16;
+/// TLS 1.3 adds this to every record: a 5-byte header, the inner content type and
+/// a 16-byte AEAD tag (RFC 8446 §5.2); one write is one record here.
+const TLS_RECORD_OVERHEAD: usize = 22;
+
+/// A connected pool (responder) and miner (initiator).
+fn connected(keys: &AuthorityKeypair) -> (NoiseCodec, NoiseCodec) {
+    let mut pool = NoiseCodec::responder(keys, VALIDITY, MAX_FRAME).unwrap();
+    let (mut miner, first) = NoiseCodec::initiator(keys.public, MAX_FRAME).unwrap();
+    let Some(Incoming::Reply(reply)) = pool.decode(&mut BytesMut::from(&first[..])).unwrap() else {
+        panic!("no reply");
+    };
+    let established = miner.decode(&mut BytesMut::from(&reply[..])).unwrap();
+    assert!(matches!(established, Some(Incoming::Established)));
+    (pool, miner)
+}
+
+fn handshake(c: &mut Criterion) {
+    let keys = AuthorityKeypair::generate();
+    // Per connection the pool makes fresh ephemeral and static keys, signs a
+    // certificate and answers the miner's first message: all of it is measured.
+    c.bench_function("sv2: the pool's side of one Noise handshake", |b| {
+        b.iter_batched(
+            || {
+                let (_, first) = NoiseCodec::initiator(keys.public, MAX_FRAME).unwrap();
+                BytesMut::from(&first[..])
+            },
+            |mut first| {
+                let mut pool = NoiseCodec::responder(&keys, VALIDITY, MAX_FRAME).unwrap();
+                pool.decode(&mut first).unwrap()
+            },
+            BatchSize::SmallInput,
+        );
+    });
+    c.bench_function("sv2: a whole Noise handshake, both sides", |b| {
+        b.iter(|| connected(black_box(&keys)));
+    });
+}
+
+/// The job of the notify benchmark: 12 merkle branches, a 168-byte coinbase.
+fn notify() -> Notify {
+    Notify {
+        job_id: "18f3a2b4c01".parse().expect("job id"),
+        prevhash: PrevHash::from_block_hash(bitcoin::BlockHash::from_byte_array([7; 32])),
+        coinb1: HexBytes(vec![0x01; 58]),
+        coinb2: HexBytes(vec![0x02; 110]),
+        merkle_branch: (0u8..12).map(|i| RawHash([i; 32])).collect(),
+        version: HexU32Be(0x2000_0000),
+        nbits: HexU32Be(0x1703_4219),
+        ntime: HexU32Be(0x6560_a1b0),
+        clean_jobs: true,
+    }
+}
+
+fn v2_job(codec: &mut NoiseCodec, job: &Notify, new_tip: bool) -> usize {
+    let branch: Vec<U256<'_>> = job.merkle_branch.iter().map(|h| U256::from(&h.0)).collect();
+    let message = NewExtendedMiningJob {
+        channel_id: 1,
+        job_id: 7,
+        min_ntime: Sv2Option::new((!new_tip).then_some(job.ntime.0)),
+        version: job.version.0,
+        version_rolling_allowed: true,
+        merkle_path: Seq0255::new(branch).unwrap(),
+        coinbase_tx_prefix: B064K::new(&job.coinb1.0).unwrap(),
+        coinbase_tx_suffix: B064K::new(&job.coinb2.0).unwrap(),
+    };
+    let mut bytes = codec
+        .encode(AnyMessage::Mining(Mining::NewExtendedMiningJob(message)))
+        .unwrap()
+        .len();
+    if new_tip {
+        let prev = [7u8; 32];
+        let message = SetNewPrevHash {
+            channel_id: 1,
+            job_id: 7,
+            prev_hash: U256::from(&prev),
+            min_ntime: job.ntime.0,
+            nbits: job.nbits.0,
+        };
+        bytes += codec
+            .encode(AnyMessage::Mining(Mining::SetNewPrevHash(message)))
+            .unwrap()
+            .len();
+    }
+    bytes
+}
+
+/// Prints the bytes on the wire per job and per share, V1 (plain and TLS) and V2.
+fn wire_sizes() {
+    let keys = AuthorityKeypair::generate();
+    let (mut pool, mut miner) = connected(&keys);
+    let job = notify();
+    let v1_job = ServerMessage::Notify(job.clone())
+        .to_line(&Id::Null)
+        .as_bytes()
+        .len();
+    let submit = ClientRequest::Submit(Submit {
+        worker: "alice.rig1".to_owned(),
+        job_id: "18f3a2b4c01".parse().unwrap(),
+        extranonce2: Extranonce::new(&[0, 0, 0, 7]).unwrap(),
+        ntime: HexU32Be(0x6560_a1b0),
+        nonce: HexU32Be(0x1234_5678),
+        version_bits: Some(HexU32Be(0x0000_2000)),
+    })
+    .to_line(&Id::Number(4321.into()))
+    .as_bytes()
+    .len();
+    let ack = result_line(&Id::Number(4321.into()), &serde_json::Value::Bool(true))
+        .as_bytes()
+        .len();
+    let extranonce = [0u8, 0, 0, 7];
+    let share = SubmitSharesExtended {
+        channel_id: 1,
+        sequence_number: 4321,
+        job_id: 7,
+        nonce: 0x1234_5678,
+        ntime: 0x6560_a1b0,
+        version: 0x2000_2000,
+        extranonce: B032::new(&extranonce).unwrap(),
+    };
+    let v2_share = miner
+        .encode(AnyMessage::Mining(Mining::SubmitSharesExtended(share)))
+        .unwrap()
+        .len();
+    let success = SubmitSharesSuccess {
+        channel_id: 1,
+        last_sequence_number: 4321,
+        new_submits_accepted_count: 1,
+        new_shares_sum: 1,
+    };
+    let v2_ack = pool
+        .encode(AnyMessage::Mining(Mining::SubmitSharesSuccess(success)))
+        .unwrap()
+        .len();
+    let tls = |bytes: usize| bytes + TLS_RECORD_OVERHEAD;
+    println!("bytes on the wire (12 merkle branches, 168-byte coinbase, 4-byte extranonce2):");
+    println!(
+        "  new-block job: V1 {v1_job}, V1/TLS {}, V2 {}",
+        tls(v1_job),
+        v2_job(&mut pool, &job, true)
+    );
+    println!(
+        "  refresh job:   V1 {v1_job}, V1/TLS {}, V2 {}",
+        tls(v1_job),
+        v2_job(&mut pool, &job, false)
+    );
+    println!(
+        "  share + ack:   V1 {} ({submit} + {ack}), V1/TLS {}, V2 {} ({v2_share} + {v2_ack}; one ack per commit batch)",
+        submit + ack,
+        tls(submit) + tls(ack),
+        v2_share + v2_ack
+    );
+}
+
+fn sizes(_: &mut Criterion) {
+    wire_sizes();
+}
+
+criterion_group!(benches, sizes, handshake);
+criterion_main!(benches);
