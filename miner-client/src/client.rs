@@ -1,7 +1,9 @@
-//! The network side: connects to the pools in order of preference (plain TCP or TLS),
-//! drives a [`Session`] over the connection, publishes its jobs to the hashing threads
-//! and submits their shares; reconnects with exponential backoff and jitter, fails over
-//! down the pool list, and returns to the primary once it answers again.
+//! The network side: connects to the pools in order of preference (plain TCP, TLS, or
+//! Stratum V2 over Noise, [`v2`]), drives a [`Session`] (or a V2
+//! [`crate::session_v2::Session`]) over the connection, publishes its jobs to the
+//! hashing threads and submits their shares; reconnects with exponential backoff and
+//! jitter, fails over down the pool list, and returns to the primary once it answers
+//! again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Framed;
 
 use crate::config::MineConfig;
@@ -20,7 +22,7 @@ use crate::hasher::{Board, FoundShare};
 use crate::session::{Action, Session, SessionConfig};
 use crate::stats::{ConnState, Stats};
 use crate::tls;
-use crate::url::PoolUrl;
+use crate::url::{PoolUrl, Scheme};
 use quarry_protocol::target::difficulty_for;
 use quarry_protocol::{Difficulty, LineCodec};
 
@@ -121,7 +123,7 @@ impl Client {
         stats: Arc<Stats>,
     ) -> anyhow::Result<Client> {
         anyhow::ensure!(!config.pools.is_empty(), "no pool to connect to");
-        let connector = if config.pools.iter().any(|p| p.tls) {
+        let connector = if config.pools.iter().any(PoolUrl::tls) {
             Some(tls::connector(&config.trust)?)
         } else {
             None
@@ -150,13 +152,18 @@ impl Client {
     /// at the rate the threads hash at (or were calibrated at, before that).
     fn suggestion(&self) -> Option<Difficulty> {
         let interval = self.config.share_interval?;
+        difficulty_for(self.hash_rate(), interval.as_secs_f64())
+    }
+
+    /// Hashes per second: as the threads measured themselves, or as calibrated
+    /// before mining; 0 when neither is known.
+    fn hash_rate(&self) -> f64 {
         let mining: f64 = self.stats.snapshot().rates.iter().sum();
-        let rate = if mining > 0.0 {
+        if mining > 0.0 {
             mining
         } else {
             self.calibrated
-        };
-        difficulty_for(rate, interval.as_secs_f64())
+        }
     }
 
     /// Mines forever: connect, mine, reconnect.
@@ -172,7 +179,10 @@ impl Client {
                 .set_link(Some(url.to_string()), ConnState::Connecting);
             tracing::info!(pool = %url, "connecting");
             let ended = match connect(&url, self.connector.as_ref()).await {
-                Ok(stream) => self.mine(stream, &url, index).await,
+                Ok(stream) => match url.scheme {
+                    Scheme::V2(key) => self.mine_v2(stream, &url, key, index).await,
+                    Scheme::Tcp | Scheme::Tls => self.mine(stream, &url, index).await,
+                },
                 Err(error) => Ended::Lost {
                     reason: format!("{error:#}"),
                     mined: false,
@@ -223,18 +233,8 @@ impl Client {
         let previous = self.previous.replace((connection, url.clone()));
         let mut mined = false;
         let mut held: Vec<FoundShare> = Vec::new();
-        // On a backup, a task probes the primary and signals once it answers.
-        // Dropping the guard (when this connection ends) stops it.
-        let (primary_back, mut primary_answers) = tokio::sync::oneshot::channel::<()>();
+        let (_probe, mut primary_answers) = self.probe(index);
         let mut probing = index != 0;
-        let _probe = probing.then(|| {
-            AbortOnDrop(tokio::spawn(probe_primary(
-                self.config.pools[0].clone(),
-                self.connector.clone(),
-                self.config.failback_interval,
-                primary_back,
-            )))
-        });
         let mut actions = session.start(self.resume.get(url).cloned());
         loop {
             for action in actions.drain(..) {
@@ -283,6 +283,21 @@ impl Client {
         }
     }
 
+    /// On a backup (`index` > 0), a task that probes the primary and signals once it
+    /// answers; dropping the guard (when the connection ends) stops it.
+    fn probe(&self, index: usize) -> (Option<AbortOnDrop>, oneshot::Receiver<()>) {
+        let (primary_back, primary_answers) = oneshot::channel();
+        let probe = (index != 0).then(|| {
+            AbortOnDrop(tokio::spawn(probe_primary(
+                self.config.pools[0].clone(),
+                self.connector.clone(),
+                self.config.failback_interval,
+                primary_back,
+            )))
+        });
+        (probe, primary_answers)
+    }
+
     fn end(&mut self, ended: Ended, session: &Session, url: &PoolUrl) -> Ended {
         if let Some(id) = session.session_id() {
             self.resume.insert(url.clone(), id.to_owned());
@@ -297,18 +312,28 @@ impl Client {
         url: &PoolUrl,
         mined: &mut bool,
     ) -> Result<(), Ended> {
+        let Some(line) = self.outcome(action, url, mined)? else {
+            return Ok(());
+        };
+        tracing::trace!(%line, "send");
+        // A pool that stops reading is as dead as one that stops writing.
+        match tokio::time::timeout(self.config.pool_timeout, framed.send(line)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(lost(format!("writing to the pool: {error}"), *mined)),
+            Err(_) => Err(lost("the pool stopped reading".into(), *mined)),
+        }
+    }
+
+    /// Carries out every action but sending (the same for V1 and V2); returns what
+    /// is to be sent.
+    fn outcome<Out>(
+        &mut self,
+        action: Action<Out>,
+        url: &PoolUrl,
+        mined: &mut bool,
+    ) -> Result<Option<Out>, Ended> {
         match action {
-            Action::Send(line) => {
-                tracing::trace!(%line, "send");
-                // A pool that stops reading is as dead as one that stops writing.
-                match tokio::time::timeout(self.config.pool_timeout, framed.send(line)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => {
-                        return Err(lost(format!("writing to the pool: {error}"), *mined))
-                    }
-                    Err(_) => return Err(lost("the pool stopped reading".into(), *mined)),
-                }
-            }
+            Action::Send(out) => return Ok(Some(out)),
             Action::Job(job) => {
                 tracing::debug!(job = %job.notify.job_id, clean = job.notify.clean_jobs, difficulty = job.difficulty.get(), "new job");
                 self.stats.set_difficulty(job.difficulty.get());
@@ -327,6 +352,7 @@ impl Client {
             Action::SubscribeFailed(reason) => {
                 return Err(lost(format!("subscribe failed: {reason}"), false));
             }
+            Action::Closed(reason) => return Err(lost(reason, *mined)),
             Action::ShareAccepted { job_id, difficulty } => {
                 self.stats.accepted();
                 let s = self.stats.snapshot();
@@ -351,7 +377,7 @@ impl Client {
             }
             Action::Ignored(what) => tracing::debug!(pool = %url, "ignored: {what}"),
         }
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -365,7 +391,7 @@ async fn connect(
         .context("TCP connect timed out")?
         .with_context(|| format!("connecting to {}", url.authority()))?;
     let _ = tcp.set_nodelay(true);
-    if !url.tls {
+    if !url.tls() {
         return Ok(Box::new(tcp));
     }
     let connector = connector.context("no TLS connector for a TLS pool")?;
@@ -377,21 +403,29 @@ async fn connect(
     Ok(Box::new(stream))
 }
 
-/// Every `interval`, tries to connect to `primary`; signals `back` once it answers.
+/// Every `interval`, tries to connect to `primary`; signals `back` once it answers
+/// (a V2 primary: once it proves its authority key).
 async fn probe_primary(
     primary: PoolUrl,
     connector: Option<tokio_rustls::TlsConnector>,
     interval: Duration,
-    back: tokio::sync::oneshot::Sender<()>,
+    back: oneshot::Sender<()>,
 ) {
     loop {
         tokio::time::sleep(interval).await;
-        match connect(&primary, connector.as_ref()).await {
-            Ok(_probe) => {
+        let answered = match connect(&primary, connector.as_ref()).await {
+            Ok(stream) => match primary.scheme {
+                Scheme::V2(key) => v2::handshake(stream, key).await.map(drop),
+                Scheme::Tcp | Scheme::Tls => Ok(()),
+            },
+            Err(error) => Err(format!("{error:#}")),
+        };
+        match answered {
+            Ok(()) => {
                 let _ = back.send(());
                 return;
             }
-            Err(error) => tracing::debug!(%primary, "primary still unavailable: {error:#}"),
+            Err(error) => tracing::debug!(%primary, "primary still unavailable: {error}"),
         }
     }
 }
@@ -408,6 +442,8 @@ impl Drop for AbortOnDrop {
 fn lost(reason: String, mined: bool) -> Ended {
     Ended::Lost { reason, mined }
 }
+
+mod v2;
 
 #[cfg(test)]
 mod tests;

@@ -14,6 +14,7 @@ pub use quarry_protocol::logging::LogFormat;
 use serde::Deserialize;
 
 use crate::kernel::Kernel;
+use crate::session_v2::ChannelKind;
 use crate::tls::{Fingerprint, Trust};
 use crate::url::PoolUrl;
 
@@ -22,7 +23,7 @@ use crate::url::PoolUrl;
 #[command(
     name = "quarry-miner",
     version,
-    about = "Quarry's SHA-256d CPU miner for Stratum V1 pools",
+    about = "Quarry's SHA-256d CPU miner for Stratum V1 and V2 pools",
     after_help = "Example: quarry-miner -o stratum+ssl://pool.example:3334 -u alice.rig1 --tls-fingerprint 3f2a…"
 )]
 pub struct Cli {
@@ -40,7 +41,8 @@ pub struct Options {
     pub config: Option<PathBuf>,
 
     /// Pool URL; repeat for failover, in order of preference (stratum+tcp://,
-    /// stratum+ssl://, stratum+tls://, stratum+tcps://).
+    /// stratum+ssl://, stratum+tls://, stratum+tcps://, or Stratum V2 as
+    /// stratum2+tcp://HOST:PORT/AUTHORITY_PUBKEY; V1 and V2 mix).
     #[arg(
         short = 'o',
         long = "url",
@@ -92,6 +94,15 @@ pub struct Options {
     /// nothing [default: 2].
     #[arg(long, env = "QUARRY_MINER_SHARE_INTERVAL", value_name = "SECONDS")]
     pub share_interval: Option<f64>,
+    /// The Stratum V2 channel to open: extended (the miner rolls an extranonce in
+    /// the coinbase) or standard (header-only) [default: extended].
+    #[arg(
+        long,
+        env = "QUARRY_MINER_SV2_CHANNEL",
+        value_enum,
+        value_name = "KIND"
+    )]
+    pub sv2_channel: Option<ChannelKind>,
 
     /// Seconds between hashrate/shares summary lines [default: 30].
     #[arg(long, env = "QUARRY_MINER_PRINT_INTERVAL", value_name = "SECONDS")]
@@ -142,8 +153,8 @@ impl Options {
         }
         merge!(
             user, pass, threads, kernel, ca_file, tls_fingerprint, version_mask,
-            pool_timeout, failback_interval, share_interval, print_interval, log_format, api,
-            console;
+            pool_timeout, failback_interval, share_interval, sv2_channel, print_interval,
+            log_format, api, console;
             insecure, no_version_rolling, extranonce_subscribe, quiet
         )
     }
@@ -171,6 +182,8 @@ pub struct MineConfig {
     pub failback_interval: Duration,
     /// The share interval suggested difficulties aim at; `None`: suggest nothing.
     pub share_interval: Option<Duration>,
+    /// The channel a Stratum V2 connection opens.
+    pub sv2_channel: ChannelKind,
     pub print_interval: Duration,
     pub api: Option<SocketAddr>,
 }
@@ -278,6 +291,7 @@ fn mine_config(options: &Options) -> anyhow::Result<MineConfig> {
             Some(0.0) => None,
             given => Some(seconds("share_interval", given, 2.0)?),
         },
+        sv2_channel: options.sv2_channel.unwrap_or_default(),
         print_interval: seconds("print_interval", options.print_interval, 30.0)?,
         api,
     })
@@ -408,7 +422,7 @@ mod tests {
         assert_eq!(config.threads, 3);
         let mine = mine(config);
         assert_eq!(mine.pools.len(), 2);
-        assert!(mine.pools[0].tls && !mine.pools[1].tls);
+        assert!(mine.pools[0].tls() && !mine.pools[1].tls());
         assert_eq!((mine.user.as_str(), mine.pass.as_str()), ("al.rig", "pw"));
         assert_eq!(mine.trust, Trust::Pinned(Fingerprint([0xaa; 32])));
         assert_eq!(mine.version_mask, None);

@@ -1,6 +1,8 @@
 //! A job as the hashing threads see it: a pool's `mining.notify` with the extranonce1,
 //! extranonce2 size, share target and version mask in force when it arrived, and the
-//! partition of its search space into disjoint work units.
+//! partition of its search space into disjoint work units. A Stratum V2 job takes the
+//! same form (its coinbase prefix and suffix as coinb1 and coinb2, the channel's
+//! extranonce prefix as extranonce1), or, on a standard channel, a fixed merkle root.
 
 use std::time::Instant;
 
@@ -25,6 +27,9 @@ pub struct Job {
     pub target: [u8; 32],
     /// The negotiated BIP310 mask; 0 without version rolling.
     pub version_mask: u32,
+    /// The merkle root a Stratum V2 standard channel's pool fixed: the header takes
+    /// it as is (the coinbase fields are then empty and extranonce2_size is 0).
+    pub merkle_root: Option<[u8; 32]>,
     /// When the job arrived: ntime is rolled forward by the real time elapsed since.
     pub received: Instant,
 }
@@ -57,8 +62,33 @@ impl Job {
             difficulty,
             target: difficulty.to_target().to_le_bytes(),
             version_mask,
+            merkle_root: None,
             received: Instant::now(),
         }
+    }
+
+    /// The same job with the share target `target` (little-endian) exactly as a
+    /// pool sent it, rather than as derived from a difficulty.
+    pub fn with_target(mut self, target: [u8; 32]) -> Job {
+        self.target = target;
+        self
+    }
+
+    /// The same job hashing `root` as its merkle root (a V2 standard channel's job).
+    pub fn with_merkle_root(mut self, root: [u8; 32]) -> Job {
+        self.merkle_root = Some(root);
+        self
+    }
+
+    /// The merkle root of `unit`'s header: the fixed one, or the coinbase with the
+    /// unit's extranonce2 hashed up the branch.
+    pub fn merkle_root(&self, unit: &WorkUnit) -> [u8; 32] {
+        if let Some(root) = self.merkle_root {
+            return root;
+        }
+        let coinbase = self.notify.coinbase(&self.extranonce1, &unit.extranonce2);
+        let branch: Vec<[u8; 32]> = self.notify.merkle_branch.iter().map(|h| h.0).collect();
+        root_from_branch(sha256d(&coinbase), &branch)
     }
 
     /// The work unit with global index `index`, or `None` past the end of the job's
@@ -97,9 +127,7 @@ impl Job {
 
     /// The 80-byte header of `unit` at `ntime`, nonce bytes zero.
     pub fn header(&self, unit: &WorkUnit, ntime: u32) -> [u8; 80] {
-        let coinbase = self.notify.coinbase(&self.extranonce1, &unit.extranonce2);
-        let branch: Vec<[u8; 32]> = self.notify.merkle_branch.iter().map(|h| h.0).collect();
-        let root = root_from_branch(sha256d(&coinbase), &branch);
+        let root = self.merkle_root(unit);
         let mut header = [0u8; 80];
         header[..4].copy_from_slice(&self.version(unit).to_le_bytes());
         header[4..36].copy_from_slice(&self.notify.prevhash.header_bytes());

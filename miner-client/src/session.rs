@@ -43,19 +43,23 @@ pub struct SessionConfig {
     pub suggest_difficulty: Option<Difficulty>,
 }
 
-/// What the connection should do after a line.
+/// What the connection should do after a line (or, for a Stratum V2 session
+/// ([`crate::session_v2`]), a message: `Out` is what goes to the pool).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    /// Write this line to the pool.
-    Send(WireLine),
+pub enum Action<Out = WireLine> {
+    /// Write this to the pool.
+    Send(Out),
     /// Hash this job from now on.
     Job(Arc<Job>),
     /// The worker is authorized: mining has started.
     Authorized,
     /// The pool refused the worker; the connection is useless.
     Unauthorized(String),
-    /// The pool refused the subscription; the connection is useless.
+    /// The pool refused the subscription (V2: the connection setup); the
+    /// connection is useless.
     SubscribeFailed(String),
+    /// The pool closed the channel (V2 `CloseChannel`); the connection is useless.
+    Closed(String),
     ShareAccepted {
         job_id: String,
         difficulty: f64,

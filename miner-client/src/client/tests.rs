@@ -82,6 +82,7 @@ fn config(pools: Vec<PoolUrl>) -> MineConfig {
         pool_timeout: Duration::from_secs(1),
         failback_interval: Duration::from_secs(30),
         share_interval: None,
+        sv2_channel: crate::session_v2::ChannelKind::Extended,
         print_interval: Duration::from_secs(30),
         api: None,
     }

@@ -5,7 +5,7 @@
 use bitcoin::secp256k1::{Keypair, Secp256k1, SecretKey};
 
 /// Why a key string was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
     #[error("not base58check: {0}")]
     Base58(String),
@@ -18,7 +18,7 @@ pub enum KeyError {
 }
 
 /// The x-only public key an initiator pins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct AuthorityPublicKey(pub [u8; 32]);
 
 /// An authority keypair: the secret signs each connection's certificate.
