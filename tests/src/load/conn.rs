@@ -48,7 +48,7 @@ impl Endpoint {
             .with_context(|| format!("resolving {}", url.authority()))?
             .next()
             .with_context(|| format!("{} resolves to no address", url.authority()))?;
-        let tls = match (url.tls, connector) {
+        let tls = match (url.tls(), connector) {
             (false, _) => None,
             (true, Some(connector)) => {
                 Some((connector, quarry_miner::tls::server_name(&url.host)?))

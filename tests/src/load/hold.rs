@@ -317,7 +317,7 @@ pub async fn run(args: &HoldArgs) -> anyhow::Result<HoldResult> {
         _ => None,
     };
     Ok(HoldResult {
-        transport: if common.url.tls { "tls" } else { "tcp" },
+        transport: if common.url.tls() { "tls" } else { "tcp" },
         connections: args.connections,
         connected,
         failed,

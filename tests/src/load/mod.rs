@@ -200,9 +200,14 @@ impl Common {
     /// The endpoint connections are opened to.
     ///
     /// # Errors
-    /// Bad TLS trust settings, source range or host.
+    /// A Stratum V2 URL, bad TLS trust settings, source range or host.
     pub async fn endpoint(&self) -> anyhow::Result<Endpoint> {
-        let connector = if self.url.tls {
+        anyhow::ensure!(
+            !matches!(self.url.scheme, quarry_miner::url::Scheme::V2(_)),
+            "{}: the load generator speaks Stratum V1 only",
+            self.url
+        );
+        let connector = if self.url.tls() {
             Some(quarry_miner::tls::connector(&self.trust()?)?)
         } else {
             None

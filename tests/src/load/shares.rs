@@ -252,7 +252,7 @@ pub async fn run(args: &SharesArgs) -> anyhow::Result<SharesResult> {
         _ => None,
     };
     Ok(SharesResult {
-        transport: if common.url.tls { "tls" } else { "tcp" },
+        transport: if common.url.tls() { "tls" } else { "tcp" },
         workers: args.workers,
         connected,
         errors,
