@@ -429,6 +429,48 @@ mod tests {
     }
 
     #[test]
+    fn v1_and_v2_pools_mix_and_the_channel_kind_is_chosen() {
+        let key = quarry_protocol::sv2::AuthorityKeypair::generate().public;
+        let v2 = format!("stratum2+tcp://a:3336/{key}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("miner.toml");
+        std::fs::write(&file, "sv2_channel = \"standard\"\n").unwrap();
+        let resolve = |args: &[&str]| {
+            let mut all = vec![
+                "quarry-miner",
+                "-o",
+                &v2,
+                "-o",
+                "stratum+tcp://b:1",
+                "-u",
+                "w",
+            ];
+            all.extend_from_slice(args);
+            MinerConfig::resolve(Cli::try_parse_from(all).unwrap().options).map(mine)
+        };
+        let config = resolve(&[]).unwrap();
+        assert_eq!(config.pools[0].scheme, crate::url::Scheme::V2(key));
+        assert_eq!(config.pools[1].scheme, crate::url::Scheme::Tcp);
+        assert_eq!(config.sv2_channel, ChannelKind::Extended, "default");
+        let from_file = resolve(&["--config", file.to_str().unwrap()]).unwrap();
+        assert_eq!(from_file.sv2_channel, ChannelKind::Standard);
+        let from_flag = resolve(&[
+            "--sv2-channel",
+            "extended",
+            "--config",
+            file.to_str().unwrap(),
+        ]);
+        assert_eq!(from_flag.unwrap().sv2_channel, ChannelKind::Extended);
+        let err = MinerConfig::resolve(
+            Cli::try_parse_from(["quarry-miner", "-o", "stratum2+tcp://a:1", "-u", "w"])
+                .unwrap()
+                .options,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("authority public key"), "{err}");
+    }
+
+    #[test]
     fn benchmark_needs_no_pool() {
         let cli = Cli::try_parse_from(["quarry-miner", "--benchmark", "--seconds", "2", "--json"])
             .unwrap();
