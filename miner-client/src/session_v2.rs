@@ -246,8 +246,6 @@ pub struct Session {
     target: [u8; 32],
     future: BTreeMap<u32, Template>,
     tip: Option<Tip>,
-    /// The active job's template, to re-issue under a new target.
-    active: Option<(Template, u32)>,
     last_job: Option<Arc<Job>>,
     jobs: u64,
     /// The generation of the first job on the current previous block: shares of
@@ -269,7 +267,6 @@ impl Session {
             target: [0xff; 32],
             future: BTreeMap::new(),
             tip: None,
-            active: None,
             last_job: None,
             jobs: 0,
             clean_since: 0,
@@ -368,11 +365,7 @@ impl Session {
             Mining::SetNewPrevHash(prev) if ours(prev.channel_id) => self.new_prev_hash(prev),
             Mining::SetTarget(set) if ours(set.channel_id) => {
                 self.target = *set.maximum_target.as_array();
-                // The new target holds from now on: re-issue the active job under it.
-                match self.active.clone() {
-                    Some((template, ntime)) => self.publish(template, ntime, false),
-                    None => vec![],
-                }
+                self.retarget()
             }
             Mining::SetExtranoncePrefix(set) if ours(set.channel_id) => {
                 let size = self.channel.as_ref().map_or(0, |c| c.extranonce_size);
@@ -545,10 +538,6 @@ impl Session {
         } else {
             0
         };
-        // For logs and stats only: the threads hash against the exact target.
-        let difficulty =
-            Difficulty::new(Difficulty::from_target(Target::from_le_bytes(self.target)).get())
-                .unwrap_or(Difficulty::ONE);
         let generation = self.next_generation();
         self.jobs += 1;
         let mut job = Job::new(
@@ -557,7 +546,7 @@ impl Session {
             notify,
             extranonce_prefix,
             extranonce_size,
-            difficulty,
+            difficulty(&self.target),
             mask,
         )
         .with_target(self.target);
@@ -568,7 +557,23 @@ impl Session {
             self.clean_since = generation;
         }
         let job = Arc::new(job);
-        self.active = Some((template, ntime));
+        self.last_job = Some(Arc::clone(&job));
+        vec![Action::Job(job)]
+    }
+
+    /// Re-issues the newest job under the channel's new target, which holds from
+    /// now on: the same work (ntime still rolling from when it came), a new generation.
+    fn retarget(&mut self) -> Vec<Action<Request>> {
+        let Some(last) = &self.last_job else {
+            return vec![];
+        };
+        let mut job = Job::clone(last);
+        job.generation = self.next_generation();
+        job.notify.clean_jobs = false;
+        job.difficulty = difficulty(&self.target);
+        job.target = self.target;
+        self.jobs += 1;
+        let job = Arc::new(job);
         self.last_job = Some(Arc::clone(&job));
         vec![Action::Job(job)]
     }
@@ -633,6 +638,13 @@ impl Session {
         }
         out
     }
+}
+
+/// The difficulty of `target`, for logs and stats only: the threads hash against
+/// the exact target.
+fn difficulty(target: &[u8; 32]) -> Difficulty {
+    Difficulty::new(Difficulty::from_target(Target::from_le_bytes(*target)).get())
+        .unwrap_or(Difficulty::ONE)
 }
 
 /// `value` as a string field of up to 255 bytes.

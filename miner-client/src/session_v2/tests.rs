@@ -356,6 +356,11 @@ fn set_target_reissues_the_job_under_the_exact_target() {
     ));
     assert_eq!(job.target, target);
     assert!(!job.notify.clean_jobs, "the same work, a new target");
+    assert_eq!(
+        job.received, first.received,
+        "ntime rolls on from the job's arrival"
+    );
+    assert!(job.generation > first.generation);
     assert!((job.difficulty.get() - 65_535.0 / 4_608.0).abs() < 1e-3);
     let other = SetTarget {
         channel_id: CHANNEL + 1,
