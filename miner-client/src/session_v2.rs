@@ -321,8 +321,8 @@ impl Session {
     }
 
     fn mining(&mut self, message: Mining<'_>, name: &str) -> Vec<Action<Request>> {
-        let open = self.channel.as_ref().map(|c| c.id);
-        let ours = |channel_id: u32| open == Some(channel_id);
+        let current = self.channel.as_ref().map(|c| c.id);
+        let ours = |channel_id: u32| current == Some(channel_id);
         match message {
             Mining::OpenExtendedMiningChannelSuccess(open)
                 if open.request_id == OPEN_REQUEST
