@@ -107,7 +107,7 @@ fn v1_miners_mine_through_sris_translator_on_the_v2_port() {
             "--job-interval",
             "5",
             "--chain-difficulty",
-            "0.05",
+            "0.2",
             "--block-time",
             "10",
         ],
@@ -179,6 +179,13 @@ fn v1_miners_mine_through_sris_translator_on_the_v2_port() {
             .lines()
             .rfind(|l| l.to_ascii_lowercase().contains("accepted"))
             .unwrap_or("(no result line)");
+        // What the translator refused the miner (its own judgement, before the pool).
+        for line in transcript
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().contains("reject"))
+        {
+            eprintln!("{name}: {line}");
+        }
         eprintln!(
             "{name} via translator_sv2 as {worker_name}: pool accepted {accepted} of {judged} non-stale ({:.2} %), {stale} stale, rejects {}; the miner's last word: {own}",
             100.0 * accepted as f64 / judged.max(1) as f64,
