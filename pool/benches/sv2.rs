@@ -1,13 +1,16 @@
-//! Stratum V2's costs next to V1's: the CPU the pool spends on each Noise handshake,
-//! and the bytes each protocol puts on the wire per job and per share (printed once,
-//! from the real encoders: V1's lines, V2's encrypted frames).
+//! Stratum V2's costs next to V1's: the CPU of a Noise handshake next to the pool's
+//! TLS handshake (its own self-signed certificate, rustls on both sides), and the
+//! bytes each protocol puts on the wire per job and per share (printed once, from the
+//! real encoders: V1's lines, V2's encrypted frames).
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bitcoin::hashes::Hash;
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use quarry_pool::tls::{CertSource, Tls};
 use quarry_protocol::fields::{HexBytes, HexU32Be, PrevHash, RawHash};
 use quarry_protocol::jsonrpc::{result_line, Id};
 use quarry_protocol::messages::{ClientRequest, Notify, ServerMessage, Submit};
@@ -57,6 +60,44 @@ fn handshake(c: &mut Criterion) {
     c.bench_function("sv2: a whole Noise handshake, both sides", |b| {
         b.iter(|| connected(black_box(&keys)));
     });
+    let dir = tempfile::tempdir().unwrap();
+    let tls = Tls::load(CertSource::SelfSigned {
+        dir: dir.path().to_owned(),
+    })
+    .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(dir.path().join("tls-cert.pem")).unwrap();
+    for cert in rustls_pemfile::certs(&mut &pem[..]) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    c.bench_function(
+        "tls: a whole TLS 1.3 handshake, both sides (V1 over TLS)",
+        |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let (server, client) = tokio::io::duplex(16 * 1024);
+                    let (accepted, connected) = tokio::join!(
+                        tls.acceptor().accept(server),
+                        connector.connect(name.clone(), client)
+                    );
+                    accepted.unwrap();
+                    connected.unwrap();
+                });
+            });
+        },
+    );
 }
 
 /// The job of the notify benchmark: 12 merkle branches, a 168-byte coinbase.
