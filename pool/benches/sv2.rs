@@ -219,5 +219,19 @@ fn sizes(_: &mut Criterion) {
     wire_sizes();
 }
 
-criterion_group!(benches, sizes, handshake);
+/// What one V2 channel costs per new block: its job and prev hash built, serialized
+/// and encrypted (a V1 session shares one serialized line and only writes it).
+fn fanout(c: &mut Criterion) {
+    let keys = AuthorityKeypair::generate();
+    let (mut pool, _miner) = connected(&keys);
+    let job = notify();
+    c.bench_function(
+        "sv2: one channel's new-block job, built and encrypted",
+        |b| {
+            b.iter(|| v2_job(&mut pool, black_box(&job), true));
+        },
+    );
+}
+
+criterion_group!(benches, sizes, handshake, fanout);
 criterion_main!(benches);
