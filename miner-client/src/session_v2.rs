@@ -194,7 +194,11 @@ impl Request {
 #[derive(Debug, Clone)]
 struct Channel {
     id: u32,
-    /// The coinbase bytes before the miner's extranonce (extended channels).
+    /// The group the pool put the channel in: jobs and new blocks sent to the group
+    /// are the channel's too (SRI's pool sends them that way).
+    group: u32,
+    /// The coinbase bytes before the miner's extranonce (on a standard channel all
+    /// of it, for jobs sent to its group as extended jobs).
     extranonce_prefix: Extranonce,
     /// How many extranonce bytes the miner rolls (0 on a standard channel).
     extranonce_size: usize,
@@ -322,7 +326,9 @@ impl Session {
 
     fn mining(&mut self, message: Mining<'_>, name: &str) -> Vec<Action<Request>> {
         let current = self.channel.as_ref().map(|c| c.id);
+        let group = self.channel.as_ref().map(|c| c.group);
         let ours = |channel_id: u32| current == Some(channel_id);
+        let ours_or_group = |channel_id: u32| ours(channel_id) || group == Some(channel_id);
         match message {
             Mining::OpenExtendedMiningChannelSuccess(open)
                 if open.request_id == OPEN_REQUEST
@@ -332,9 +338,12 @@ impl Session {
                 let prefix = Extranonce::new(open.extranonce_prefix.as_bytes());
                 let size = usize::from(open.extranonce_size);
                 match prefix.filter(|p| p.len() + size <= Extranonce::MAX_LEN) {
-                    Some(prefix) => {
-                        self.opened(open.channel_id, prefix, size, open.target.as_array())
-                    }
+                    Some(prefix) => self.opened(
+                        (open.channel_id, open.group_channel_id),
+                        prefix,
+                        size,
+                        open.target.as_array(),
+                    ),
                     None => vec![Action::Closed(format!(
                         "the channel's extranonce ({} + {size} bytes) is longer than {} bytes",
                         open.extranonce_prefix.len(),
@@ -347,12 +356,19 @@ impl Session {
                     && self.channel.is_none()
                     && self.config.channel == ChannelKind::Standard =>
             {
-                self.opened(
-                    open.channel_id,
-                    Extranonce::default(),
-                    0,
-                    open.target.as_array(),
-                )
+                match Extranonce::new(open.extranonce_prefix.as_bytes()) {
+                    Some(prefix) => self.opened(
+                        (open.channel_id, open.group_channel_id),
+                        prefix,
+                        0,
+                        open.target.as_array(),
+                    ),
+                    None => vec![Action::Closed(format!(
+                        "the channel's extranonce ({} bytes) is longer than {} bytes",
+                        open.extranonce_prefix.len(),
+                        Extranonce::MAX_LEN
+                    ))],
+                }
             }
             Mining::OpenMiningChannelError(error) if self.channel.is_none() => {
                 vec![Action::Unauthorized(format!(
@@ -360,9 +376,13 @@ impl Session {
                     error.error_code.as_utf8_or_hex()
                 ))]
             }
-            Mining::NewExtendedMiningJob(job) if ours(job.channel_id) => self.extended_job(job),
+            Mining::NewExtendedMiningJob(job) if ours_or_group(job.channel_id) => {
+                self.extended_job(job)
+            }
             Mining::NewMiningJob(job) if ours(job.channel_id) => self.standard_job(job),
-            Mining::SetNewPrevHash(prev) if ours(prev.channel_id) => self.new_prev_hash(prev),
+            Mining::SetNewPrevHash(prev) if ours_or_group(prev.channel_id) => {
+                self.new_prev_hash(prev)
+            }
             Mining::SetTarget(set) if ours(set.channel_id) => {
                 self.target = *set.maximum_target.as_array();
                 self.retarget()
@@ -414,13 +434,14 @@ impl Session {
 
     fn opened(
         &mut self,
-        id: u32,
+        (id, group): (u32, u32),
         extranonce_prefix: Extranonce,
         extranonce_size: usize,
         target: &[u8; 32],
     ) -> Vec<Action<Request>> {
         self.channel = Some(Channel {
             id,
+            group,
             extranonce_prefix,
             extranonce_size,
         });

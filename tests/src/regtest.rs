@@ -37,6 +37,12 @@ pub struct Node {
 
 impl Node {
     pub fn start(binary: &Path, datadir: &Path, port: u16) -> Node {
+        Node::start_with(binary, datadir, port, &[])
+    }
+
+    /// As [`Node::start`], with `extra` options (e.g. `-ipcbind=unix` for a
+    /// `bitcoin-node` built with IPC).
+    pub fn start_with(binary: &Path, datadir: &Path, port: u16, extra: &[&str]) -> Node {
         let child = Command::new(binary)
             .arg("-regtest")
             .arg(format!("-datadir={}", datadir.display()))
@@ -48,6 +54,7 @@ impl Node {
                 "-discover=0",
                 "-printtoconsole=0",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .spawn()
             .expect("starting bitcoind");

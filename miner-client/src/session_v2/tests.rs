@@ -42,6 +42,11 @@ fn handle(session: &mut Session, message: AnyMessage<'_>) -> Vec<Action<Request>
 /// A session whose channel is open: block 100000's extranonce1 as the prefix and
 /// 4 extranonce bytes on an extended channel.
 fn opened(channel: ChannelKind) -> Session {
+    opened_in_group(channel, 0, "044c8604")
+}
+
+/// A session whose channel is open in group `group`, with extranonce prefix `prefix`.
+fn opened_in_group(channel: ChannelKind, group: u32, prefix: &str) -> Session {
     let mut session = Session::new(config(channel, Some(BIP320_MASK)), 1);
     session.start();
     let success = SetupConnectionSuccess {
@@ -53,7 +58,7 @@ fn opened(channel: ChannelKind) -> Session {
         AnyMessage::Common(CommonMessages::SetupConnectionSuccess(success)),
     );
     let target = [0xff; 32];
-    let prefix = hex::decode("044c8604").unwrap();
+    let prefix = hex::decode(prefix).unwrap();
     let opened = match channel {
         ChannelKind::Extended => handle(
             &mut session,
@@ -64,7 +69,7 @@ fn opened(channel: ChannelKind) -> Session {
                     target: U256::from(&target),
                     extranonce_size: 4,
                     extranonce_prefix: B032::new(&prefix).unwrap(),
-                    group_channel_id: 0,
+                    group_channel_id: group,
                 },
             )),
         ),
@@ -76,7 +81,7 @@ fn opened(channel: ChannelKind) -> Session {
                     channel_id: CHANNEL,
                     target: U256::from(&target),
                     extranonce_prefix: B032::new(&prefix).unwrap(),
-                    group_channel_id: 0,
+                    group_channel_id: group,
                 },
             )),
         ),
@@ -91,10 +96,20 @@ fn extended_job(
     job_id: u32,
     min_ntime: Option<u32>,
 ) -> Vec<Action<Request>> {
+    extended_job_to(session, CHANNEL, job_id, min_ntime)
+}
+
+/// Block 100000's job as extended job `job_id` sent to channel `to`.
+fn extended_job_to(
+    session: &mut Session,
+    to: u32,
+    job_id: u32,
+    min_ntime: Option<u32>,
+) -> Vec<Action<Request>> {
     let notify = block_100000();
     let path: Vec<[u8; 32]> = notify.merkle_branch.iter().map(|h| h.0).collect();
     let message = NewExtendedMiningJob {
-        channel_id: CHANNEL,
+        channel_id: to,
         job_id,
         min_ntime: Sv2Option::new(min_ntime),
         version: 1,
@@ -111,10 +126,15 @@ fn extended_job(
 
 /// Block 99999 as the previous block, activating `job_id`.
 fn prev_hash(session: &mut Session, job_id: u32) -> Vec<Action<Request>> {
+    prev_hash_to(session, CHANNEL, job_id)
+}
+
+/// Block 99999 as the previous block, activating `job_id`, sent to channel `to`.
+fn prev_hash_to(session: &mut Session, to: u32, job_id: u32) -> Vec<Action<Request>> {
     let notify = block_100000();
     let prev = notify.prevhash.header_bytes();
     let message = SetNewPrevHash {
-        channel_id: CHANNEL,
+        channel_id: to,
         job_id,
         prev_hash: U256::from(&prev),
         min_ntime: notify.ntime.0,
@@ -512,4 +532,32 @@ fn requests_build_their_messages() {
     };
     assert!(long.message().is_err(), "a worker name over 255 bytes");
     assert!(session.last_job().is_none());
+}
+
+#[test]
+fn jobs_sent_to_the_channels_group_are_its_jobs() {
+    const GROUP: u32 = 1;
+    // SRI's pool sends jobs and new blocks to the group; a standard channel's prefix
+    // is the whole extranonce (block 100000's extranonce1 and extranonce2).
+    for (kind, prefix, unit) in [
+        (ChannelKind::Extended, "044c8604", block_unit()),
+        (
+            ChannelKind::Standard,
+            "044c86041b020602",
+            WorkUnit {
+                extranonce2: Extranonce::default(),
+                version_bits: 0,
+            },
+        ),
+    ] {
+        let mut session = opened_in_group(kind, GROUP, prefix);
+        assert!(extended_job_to(&mut session, GROUP, 7, None).is_empty());
+        let job = only_job(prev_hash_to(&mut session, GROUP, 7));
+        assert_eq!(block_hash(&job, &unit), block_100000_hash(), "{kind:?}");
+        // Another channel's or group's messages are not this channel's.
+        assert!(matches!(
+            extended_job_to(&mut session, GROUP + 5, 8, Some(1))[..],
+            [Action::Ignored(_)]
+        ));
+    }
 }
