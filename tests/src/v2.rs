@@ -94,8 +94,18 @@ impl V2Client {
         let authority: AuthorityPublicKey = authority
             .parse()
             .map_err(|err| Sv2Error::Handshake(format!("{err}")))?;
+        V2Client::over(TcpStream::connect(addr).await?, authority).await
+    }
+
+    /// Runs the handshake pinning `authority` over a connected `stream`.
+    ///
+    /// # Errors
+    /// The pool did not prove the key, or the connection failed.
+    pub async fn over(
+        stream: TcpStream,
+        authority: AuthorityPublicKey,
+    ) -> Result<V2Client, Sv2Error> {
         let (codec, first) = NoiseCodec::initiator(authority, MAX_FRAME)?;
-        let stream = TcpStream::connect(addr).await?;
         let (read, mut write) = stream.into_split();
         write.write_all(&first).await?;
         let mut read = FramedRead::new(read, codec);
@@ -110,30 +120,38 @@ impl V2Client {
 
     /// Sends one message.
     pub async fn send(&mut self, message: AnyMessage<'_>) {
-        let bytes = self.read.decoder_mut().encode(message).expect("encodable");
-        self.write
-            .write_all(&bytes)
-            .await
-            .expect("writing to the pool");
+        let bytes = self.encode(message);
+        self.send_raw(&bytes).await.expect("writing to the pool");
+    }
+
+    /// Encrypts one message into the bytes to write (with [`V2Client::send_raw`]).
+    pub fn encode(&mut self, message: AnyMessage<'_>) -> Vec<u8> {
+        self.read.decoder_mut().encode(message).expect("encodable")
     }
 
     /// Writes raw bytes (anything at all).
-    pub async fn send_raw(&mut self, bytes: &[u8]) {
-        self.write
-            .write_all(bytes)
-            .await
-            .expect("writing to the pool");
+    ///
+    /// # Errors
+    /// The connection failed.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.write.write_all(bytes).await
     }
 
     /// The next message, `None` once the pool closed the connection (or broke it).
     pub async fn recv(&mut self) -> Option<Reply> {
-        match tokio::time::timeout(TIMEOUT, self.read.next()).await {
+        match tokio::time::timeout(TIMEOUT, self.next_reply()).await {
             Err(_) => panic!("no message from the pool within {TIMEOUT:?}"),
-            Ok(None | Some(Err(_))) => None,
-            Ok(Some(Ok(Incoming::Frame(mut frame)))) => {
-                Some(reply(frame.message().expect("a well-formed message")))
-            }
-            Ok(Some(Ok(other))) => panic!("unexpected {other:?}"),
+            Ok(reply) => reply,
+        }
+    }
+
+    /// The next message, however long it takes; `None` once the connection ended.
+    /// Cancel-safe.
+    pub async fn next_reply(&mut self) -> Option<Reply> {
+        match self.read.next().await {
+            None | Some(Err(_)) => None,
+            Some(Ok(Incoming::Frame(mut frame))) => frame.message().ok().map(reply),
+            Some(Ok(_)) => None,
         }
     }
 
@@ -177,8 +195,19 @@ impl V2Client {
 
     /// Sets the connection up for mining; panics unless the pool agrees.
     pub async fn setup(&mut self) {
+        self.try_setup().await.unwrap();
+    }
+
+    /// Sets the connection up for mining.
+    ///
+    /// # Errors
+    /// The pool refused, or closed the connection.
+    pub async fn try_setup(&mut self) -> anyhow::Result<()> {
         self.setup_with(Protocol::MiningProtocol, 0).await;
-        assert_eq!(self.recv().await, Some(Reply::SetupSuccess));
+        match self.next_reply().await {
+            Some(Reply::SetupSuccess) => Ok(()),
+            other => anyhow::bail!("SetupConnection: {other:?}"),
+        }
     }
 
     /// Asks for an extended channel for `user`.
@@ -210,6 +239,18 @@ impl V2Client {
 
     /// Submits an extended-channel share.
     pub async fn submit_extended(&mut self, channel: u32, sequence: u32, job: u32, share: &Share) {
+        let bytes = self.encode_share(channel, sequence, job, share);
+        self.send_raw(&bytes).await.expect("writing to the pool");
+    }
+
+    /// An extended-channel share, encrypted, to write later.
+    pub fn encode_share(
+        &mut self,
+        channel: u32,
+        sequence: u32,
+        job: u32,
+        share: &Share,
+    ) -> Vec<u8> {
         let extranonce = share.fields.extranonce2.as_bytes().to_vec();
         let submit = SubmitSharesExtended {
             channel_id: channel,
@@ -220,8 +261,7 @@ impl V2Client {
             version: share.fields.version,
             extranonce: B032::new(&extranonce).unwrap(),
         };
-        self.send(AnyMessage::Mining(Mining::SubmitSharesExtended(submit)))
-            .await;
+        self.encode(AnyMessage::Mining(Mining::SubmitSharesExtended(submit)))
     }
 
     /// Submits a standard-channel share.

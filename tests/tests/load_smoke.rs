@@ -35,18 +35,25 @@ fn every_miner_saw_every_block(report: &Value, miners: u64, blocks: usize) {
     }
 }
 
-#[test]
-fn a_thousand_miners_each_receive_every_blocks_clean_job() {
+/// Holds `miners` connections on `pool` over the URL `url` makes, for two blocks.
+fn hold(miners: u64, url: impl Fn(&PoolProcess) -> String) {
     let dir = tempfile::tempdir().unwrap();
     // Blocks need ~4,300 hashes, so the load generator finds them at once.
     let pool = PoolProcess::start(
         dir.path(),
         &["--allow-cidr", "127.0.0.0/8", "--chain-difficulty", "1e-6"],
     );
-    let url = format!("stratum+tcp://{}", pool.tcp);
-    let report = load(&["hold", "-o", &url, "-n", "1000", "--blocks", "2"]);
+    let report = load(&[
+        "hold",
+        "-o",
+        &url(&pool),
+        "-n",
+        &miners.to_string(),
+        "--blocks",
+        "2",
+    ]);
 
-    every_miner_saw_every_block(&report, 1000, 2);
+    every_miner_saw_every_block(&report, miners, 2);
     // The pool recorded both blocks, found by the trigger connection.
     let blocks = pool.api_get("/api/blocks");
     let blocks = blocks["blocks"].as_array().expect("blocks");
@@ -58,7 +65,20 @@ fn a_thousand_miners_each_receive_every_blocks_clean_job() {
 }
 
 #[test]
-fn every_honest_share_over_tls_is_acknowledged_and_counted() {
+fn a_thousand_miners_each_receive_every_blocks_clean_job() {
+    hold(1000, |pool| format!("stratum+tcp://{}", pool.tcp));
+}
+
+#[test]
+fn v2_miners_each_receive_every_new_block() {
+    hold(300, |pool| {
+        format!("stratum2+tcp://{}/{}", pool.v2, pool.authority)
+    });
+}
+
+/// Submits 4,000 honest shares from 20 workers over the URL `url` makes (and the
+/// extra `quarry-load` options it needs); every one is acknowledged and counted.
+fn every_honest_share_is_acknowledged_and_counted(url: impl Fn(&PoolProcess) -> Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     // Shares at a pinned difficulty of 1e-9 (about one hash each); a network
     // difficulty of 1000 keeps any of them from solving a block, which would
@@ -78,23 +98,23 @@ fn every_honest_share_over_tls_is_acknowledged_and_counted() {
             "1e-9",
         ],
     );
-    let url = format!("stratum+ssl://{}", pool.tls);
     let api = format!("http://{}", pool.api);
-    let report = load(&[
-        "shares",
-        "-o",
-        &url,
-        "--tls-fingerprint",
-        &pool.fingerprint,
-        "-m",
-        "20",
-        "--shares",
-        "4000",
-        "--duration",
-        "300",
-        "--api",
-        &api,
-    ]);
+    let mut args = vec!["shares".to_owned(), "-o".to_owned()];
+    args.extend(url(&pool));
+    args.extend(
+        [
+            "-m",
+            "20",
+            "--shares",
+            "4000",
+            "--duration",
+            "300",
+            "--api",
+            &api,
+        ]
+        .map(str::to_owned),
+    );
+    let report = load(&args.iter().map(String::as_str).collect::<Vec<_>>());
 
     assert_eq!(report["connected"], 20, "{report:#}");
     assert_eq!(report["submitted"], 4000, "{report:#}");
@@ -110,6 +130,24 @@ fn every_honest_share_over_tls_is_acknowledged_and_counted() {
     // The pool's own totals agree.
     let totals = pool.api_get("/api/pool");
     assert_eq!(totals["accepted"], 4000, "{totals:#}");
+}
+
+#[test]
+fn every_honest_share_over_tls_is_acknowledged_and_counted() {
+    every_honest_share_is_acknowledged_and_counted(|pool| {
+        vec![
+            format!("stratum+ssl://{}", pool.tls),
+            "--tls-fingerprint".to_owned(),
+            pool.fingerprint.clone(),
+        ]
+    });
+}
+
+#[test]
+fn every_honest_share_over_v2_is_acknowledged_and_counted() {
+    every_honest_share_is_acknowledged_and_counted(|pool| {
+        vec![format!("stratum2+tcp://{}/{}", pool.v2, pool.authority)]
+    });
 }
 
 #[test]

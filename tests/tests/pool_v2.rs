@@ -318,7 +318,7 @@ async fn bad_input_closes_only_its_own_connection() {
 
     // Bytes that do not decrypt after the handshake.
     let mut noisy = connected(&pool).await;
-    noisy.send_raw(&garbage(200)).await;
+    noisy.send_raw(&garbage(200)).await.unwrap();
     assert!(noisy.until_closed().await.is_empty());
 
     // A frame larger than the pool reads (a 40 KB message where a miner's largest

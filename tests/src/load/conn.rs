@@ -13,7 +13,7 @@ use quarry_protocol::messages::{Notify, ServerMessage, SubscribeResult};
 use quarry_protocol::{Difficulty, Extranonce, LineCodec};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpSocket;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_util::codec::Framed;
 
@@ -58,11 +58,11 @@ impl Endpoint {
         Ok(Endpoint { addr, tls, sources })
     }
 
-    /// Opens connection number `index`, from source address `index` modulo the range.
+    /// A TCP connection numbered `index`, from source address `index` modulo the range.
     ///
     /// # Errors
-    /// Bind, connect or TLS failures.
-    pub async fn connect(&self, index: usize) -> anyhow::Result<Conn> {
+    /// Bind or connect failures.
+    pub async fn tcp(&self, index: usize) -> anyhow::Result<TcpStream> {
         let socket = match self.addr {
             SocketAddr::V4(_) => TcpSocket::new_v4(),
             SocketAddr::V6(_) => TcpSocket::new_v6(),
@@ -79,6 +79,15 @@ impl Endpoint {
             .await
             .with_context(|| format!("connecting to {}", self.addr))?;
         tcp.set_nodelay(true).context("TCP_NODELAY")?;
+        Ok(tcp)
+    }
+
+    /// Opens V1 connection number `index`, plain or TLS.
+    ///
+    /// # Errors
+    /// Bind, connect or TLS failures.
+    pub async fn connect(&self, index: usize) -> anyhow::Result<Conn> {
+        let tcp = self.tcp(index).await?;
         let stream: Box<dyn Stream> = match &self.tls {
             None => Box::new(tcp),
             Some((connector, name)) => Box::new(

@@ -8,19 +8,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use quarry_protocol::jsonrpc::{Id, Message};
-use quarry_protocol::reject::Reply;
-use quarry_protocol::target::network_difficulty;
-use quarry_protocol::{Difficulty, Extranonce};
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use quarry_miner::url::Scheme;
+use quarry_protocol::Difficulty;
+use serde::Serialize;
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::conn::{Conn, Endpoint, Received};
+use super::conn::Endpoint;
+use super::link::{Answer, Event as LinkEvent, Link};
 use super::report::{own_cpu, Percentiles};
 use super::{within, HoldArgs};
-use crate::grind::Grinder;
 
 /// How long one connection may take to connect, subscribe, authorize and get a job.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -207,11 +204,12 @@ pub async fn run(args: &HoldArgs) -> anyhow::Result<HoldResult> {
     let pool = common.pool();
     let load_cpu_start = own_cpu()?;
     // The trigger connects first, so the baseline includes it.
-    let mut trigger = within(HANDSHAKE_TIMEOUT, "the trigger connection", async {
-        let mut conn = endpoint.connect(args.connections).await?;
-        conn.handshake(&args.worker(None)).await?;
-        Ok(conn)
-    })
+    let scheme = common.url.scheme;
+    let mut trigger = within(
+        HANDSHAKE_TIMEOUT,
+        "the trigger connection",
+        endpoint.open(args.connections, &args.worker(None), scheme),
+    )
     .await?;
     let pool_cpu_start = pool.map(|p| p.cpu()).transpose()?;
     let rss_before = pool.map(|p| p.rss_kib()).transpose()?;
@@ -224,6 +222,7 @@ pub async fn run(args: &HoldArgs) -> anyhow::Result<HoldResult> {
     for index in 0..args.connections {
         tokio::spawn(hold_one(
             endpoint.clone(),
+            scheme,
             index,
             args.worker(Some(index)),
             connecting.clone(),
@@ -317,7 +316,7 @@ pub async fn run(args: &HoldArgs) -> anyhow::Result<HoldResult> {
         _ => None,
     };
     Ok(HoldResult {
-        transport: if common.url.tls() { "tls" } else { "tcp" },
+        transport: common.transport(),
         connections: args.connections,
         connected,
         failed,
@@ -346,8 +345,10 @@ fn closed_by_pool(closed: &mut usize, failures: &mut Vec<String>, reason: String
 
 /// One held connection: handshake under the connect limit, then report every
 /// clean job until told to stop.
+#[allow(clippy::too_many_arguments)]
 async fn hold_one(
     endpoint: Arc<Endpoint>,
+    scheme: Scheme,
     index: usize,
     worker: String,
     connecting: Arc<Semaphore>,
@@ -359,14 +360,14 @@ async fn hold_one(
         return;
     };
     let started = Instant::now();
-    let opened = within(HANDSHAKE_TIMEOUT, "handshake", async {
-        let mut conn = endpoint.connect(index).await?;
-        conn.handshake(&worker).await?;
-        Ok(conn)
-    })
+    let opened = within(
+        HANDSHAKE_TIMEOUT,
+        "handshake",
+        endpoint.open(index, &worker, scheme),
+    )
     .await;
     drop(permit);
-    let mut conn = match opened {
+    let mut link = match opened {
         Ok(conn) => {
             let _ = events.send(Event::Ready(Ok(started.elapsed())));
             conn
@@ -379,13 +380,11 @@ async fn hold_one(
     loop {
         let received = tokio::select! {
             () = stop.cancelled() => return,
-            received = conn.recv_line() => received,
+            received = link.next_new_tip() => received,
         };
         let reason = match received {
-            Ok(Some((at, line))) => {
-                if let Some(job) = clean_job(&line) {
-                    arrivals.record(index, &job, at);
-                }
+            Ok(Some((at, job))) => {
+                arrivals.record(index, &job, at);
                 continue;
             }
             Ok(None) => format!("{worker}: closed by the pool"),
@@ -396,67 +395,40 @@ async fn hold_one(
     }
 }
 
-/// The method and parameters of a line, the parameters unparsed.
-#[derive(Deserialize)]
-struct Peek<'a> {
-    method: Option<&'a str>,
-    #[serde(borrow)]
-    params: Option<Vec<&'a RawValue>>,
-}
-
-/// The job id of a `mining.notify` with `clean_jobs = true`. Held connections
-/// only need these two fields, so the notify is not decoded further: at tens
-/// of thousands of connections, the receiving side's cost per line is part of
-/// the fan-out it measures.
-fn clean_job(line: &str) -> Option<String> {
-    let peek: Peek<'_> = serde_json::from_str(line).ok()?;
-    let params = peek.params?;
-    if peek.method != Some("mining.notify") || params.get(8)?.get() != "true" {
-        return None;
-    }
-    serde_json::from_str(params.first()?.get()).ok()
-}
-
 /// Makes the next block: the trigger connection submits one at the network
 /// difficulty, or `command` (e.g. `bitcoin-cli generatetoaddress 1 …`) mines one
 /// outside the pool. Returns the clean job it caused, as the trigger reads it,
 /// and when the block was made (the share written, or the command started).
 async fn next_block(
-    trigger: &mut Conn,
+    trigger: &mut Link,
     worker: &str,
     command: Option<&str>,
 ) -> anyhow::Result<(String, Instant)> {
-    let old = trigger
-        .job
-        .as_ref()
-        .context("the trigger has no job")?
-        .job_id
-        .to_string();
-    let (triggered, id) = match command {
+    let old = trigger.job_id().context("the trigger has no job")?;
+    let (triggered, token) = match command {
         Some(command) => (run_command(command).await?, None),
         None => {
-            let (triggered, id) = submit_block(trigger, worker).await?;
-            (triggered, Some(id))
+            let (triggered, token) = submit_block(trigger, worker).await?;
+            (triggered, Some(token))
         }
     };
     let (mut answer, mut new_job) = (None, None);
     let waited = within(HANDSHAKE_TIMEOUT, "the new job after a block", async {
-        while id.is_some() && answer.is_none() || new_job.is_none() {
-            match trigger.recv().await? {
-                None => bail!("the pool closed the trigger connection"),
-                Some(Received {
-                    message: Message::Response(response),
-                    ..
-                }) if id.is_some_and(|id| response.id == Id::Number(id.into())) => {
-                    answer = Some(Reply::from_response(&response))
+        while token.is_some() && answer.is_none() || new_job.is_none() {
+            let Some((_, event)) = trigger.next().await? else {
+                bail!("the pool closed the trigger connection");
+            };
+            match event {
+                LinkEvent::Answer(Answer::One { token: t, result }) if Some(t) == token => {
+                    answer = Some(result);
                 }
-                Some(_) => {
-                    if let Some(job) = &trigger.job {
-                        if job.clean_jobs && job.job_id.to_string() != old {
-                            new_job = Some(job.job_id.to_string());
-                        }
-                    }
+                LinkEvent::Answer(Answer::Batch { last, .. })
+                    if token.is_some_and(|t| t <= last) =>
+                {
+                    answer = Some(Ok(()));
                 }
+                LinkEvent::NewTip(job) if job != old => new_job = Some(job),
+                _ => {}
             }
         }
         Ok(())
@@ -469,31 +441,23 @@ async fn next_block(
 }
 
 /// Grinds a block on the trigger's job and submits it; returns when it was
-/// written and the request id.
-async fn submit_block(trigger: &mut Conn, worker: &str) -> anyhow::Result<(Instant, u64)> {
-    let job = trigger.job.clone().context("the trigger has no job")?;
-    let en1 = trigger
-        .extranonce1
-        .context("the trigger is not subscribed")?;
-    let en2 = Extranonce::from_counter(0, trigger.extranonce2_size);
-    let network = network_difficulty(job.nbits.0);
+/// written and the share's token.
+async fn submit_block(trigger: &mut Link, worker: &str) -> anyhow::Result<(Instant, u64)> {
+    let network = trigger
+        .network_difficulty()
+        .context("the trigger has no job")?;
     if network > MAX_BLOCK_DIFFICULTY {
         bail!("network difficulty {network} is too high to find blocks here; start the pool with a fractional --chain-difficulty such as 1e-6, or make blocks with --trigger-command");
     }
     let difficulty = Difficulty::new(network).context("network difficulty")?;
-    let share = {
-        let job = job.clone();
-        tokio::task::spawn_blocking(move || Grinder::new(&job, en1, en2, difficulty, 0).next(true))
-            .await
-            .context("grinding a block")?
-    };
-    let id = trigger.next_id();
-    let line = serde_json::json!({"id": id, "method": "mining.submit", "params": share.params(worker, &job)})
-        .to_string();
+    let (job_id, mut grinder) = trigger.grinder(Some(difficulty))?;
+    let share = tokio::task::spawn_blocking(move || grinder.next(true))
+        .await
+        .context("grinding a block")?;
+    let token = trigger.queue(worker, &job_id, &share).await?;
     let triggered = Instant::now();
-    trigger.feed(&line).await?;
     trigger.flush().await?;
-    Ok((triggered, id))
+    Ok((triggered, token))
 }
 
 /// Runs `command` with `sh -c`; returns when it started.
@@ -514,22 +478,4 @@ async fn run_command(command: &str) -> anyhow::Result<Instant> {
         bail!("the trigger command failed: {status}");
     }
     Ok(triggered)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn recognises_clean_notifies_only() {
-        let notify = |clean: bool| {
-            format!(
-                r#"{{"id":null,"method":"mining.notify","params":["1a2b","00","01","02",[],"20000000","1d00ffff","6560a1b0",{clean}]}}"#
-            )
-        };
-        assert_eq!(clean_job(&notify(true)).as_deref(), Some("1a2b"));
-        assert_eq!(clean_job(&notify(false)), None);
-        assert_eq!(clean_job(r#"{"id":3,"result":true,"error":null}"#), None);
-        assert_eq!(clean_job("not json"), None);
-    }
 }

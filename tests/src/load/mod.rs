@@ -10,6 +10,7 @@
 pub mod api;
 pub mod conn;
 pub mod hold;
+pub mod link;
 pub mod report;
 pub mod shares;
 
@@ -30,7 +31,7 @@ use report::ProcessProbe;
 #[command(
     name = "quarry-load",
     version,
-    about = "Load generator for Stratum V1 pools: many miners, measured"
+    about = "Load generator for Stratum pools (V1, V1 over TLS, V2): many miners, measured"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -50,7 +51,8 @@ pub enum Command {
 /// Options both subcommands share.
 #[derive(Debug, Clone, Args)]
 pub struct Common {
-    /// Pool URL: stratum+tcp://HOST:PORT or stratum+ssl://HOST:PORT.
+    /// Pool URL: stratum+tcp://HOST:PORT, stratum+ssl://HOST:PORT or
+    /// stratum2+tcp://HOST:PORT/AUTHORITY_PUBKEY.
     #[arg(short = 'o', long)]
     pub url: PoolUrl,
     /// TLS: accept any certificate.
@@ -200,13 +202,8 @@ impl Common {
     /// The endpoint connections are opened to.
     ///
     /// # Errors
-    /// A Stratum V2 URL, bad TLS trust settings, source range or host.
+    /// Bad TLS trust settings, source range or host.
     pub async fn endpoint(&self) -> anyhow::Result<Endpoint> {
-        anyhow::ensure!(
-            !matches!(self.url.scheme, quarry_miner::url::Scheme::V2(_)),
-            "{}: the load generator speaks Stratum V1 only",
-            self.url
-        );
         let connector = if self.url.tls() {
             Some(quarry_miner::tls::connector(&self.trust()?)?)
         } else {
@@ -215,6 +212,15 @@ impl Common {
         let probe = Endpoint::new(&self.url, connector.clone(), Vec::new()).await?;
         let sources = self.source_addresses(probe.addr.ip().is_loopback())?;
         Endpoint::new(&self.url, connector, sources).await
+    }
+
+    /// The transport, as reports name it.
+    pub fn transport(&self) -> &'static str {
+        match self.url.scheme {
+            quarry_miner::url::Scheme::Tcp => "tcp",
+            quarry_miner::url::Scheme::Tls => "tls",
+            quarry_miner::url::Scheme::V2(_) => "v2",
+        }
     }
 
     /// The pool process, when `--pool-pid` was given.

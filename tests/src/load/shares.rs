@@ -9,15 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use quarry_protocol::jsonrpc::{Id, Message};
-use quarry_protocol::reject::Reply;
-use quarry_protocol::Extranonce;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::api::accepted_by_worker;
-use super::conn::{Conn, Received};
+use super::link::{Answer, Event, Link};
 use super::report::{own_cpu, Percentiles};
 use super::{within, SharesArgs};
 use crate::grind::Grinder;
@@ -155,15 +152,15 @@ pub async fn run(args: &SharesArgs) -> anyhow::Result<SharesResult> {
     let pool = common.pool();
     let connecting = Arc::new(Semaphore::new(common.connect_concurrency.max(1)));
     let mut opening = JoinSet::new();
+    let scheme = common.url.scheme;
     for index in 0..args.workers {
         let (endpoint, connecting, worker) =
             (endpoint.clone(), connecting.clone(), common.worker(index));
         opening.spawn(async move {
             let _permit = connecting.acquire_owned().await?;
             within(HANDSHAKE_TIMEOUT, "handshake", async {
-                let mut conn = endpoint.connect(index).await?;
-                conn.handshake(&worker).await?;
-                Ok((worker, conn))
+                let link = endpoint.open(index, &worker, scheme).await?;
+                Ok((worker, link))
             })
             .await
         });
@@ -252,7 +249,7 @@ pub async fn run(args: &SharesArgs) -> anyhow::Result<SharesResult> {
         _ => None,
     };
     Ok(SharesResult {
-        transport: if common.url.tls() { "tls" } else { "tcp" },
+        transport: common.transport(),
         workers: args.workers,
         connected,
         errors,
@@ -274,9 +271,10 @@ pub async fn run(args: &SharesArgs) -> anyhow::Result<SharesResult> {
 
 /// One worker: keeps up to `window` shares in flight until the plan ends, then
 /// waits for the last answers.
-async fn work(mut conn: Conn, worker: &str, plan: &Plan) -> Tally {
+async fn work(mut link: Link, worker: &str, plan: &Plan) -> Tally {
     let mut tally = Tally::default();
-    let mut pending: HashMap<u64, Instant> = HashMap::with_capacity(plan.window);
+    // Shares in flight by token (request id, or V2 sequence number), in order.
+    let mut pending: BTreeMap<u64, Instant> = BTreeMap::new();
     let mut grinder: Option<(String, Grinder)> = None;
     let mut ticker = plan.interval.map(|every| {
         let mut ticker = tokio::time::interval(every);
@@ -299,15 +297,19 @@ async fn work(mut conn: Conn, worker: &str, plan: &Plan) -> Tally {
                         break;
                     }
                     allowance = allowance.saturating_sub(1);
-                    let line = next_share(&mut conn, worker, &mut grinder)?;
-                    let id = conn.next_id();
-                    conn.feed(&format!(r#"{{"id":{id},{line}}}"#)).await?;
-                    pending.insert(id, Instant::now());
+                    let current = link.job_id().context("no job")?;
+                    if grinder.as_ref().is_none_or(|(id, _)| *id != current) {
+                        grinder = Some(link.grinder(None)?);
+                    }
+                    let (job_id, grinder) = grinder.as_mut().context("grinder")?;
+                    let share = grinder.next(true);
+                    let token = link.queue(worker, job_id, &share).await?;
+                    pending.insert(token, Instant::now());
                     tally.submitted += 1;
                     sent = true;
                 }
                 if sent {
-                    conn.flush().await?;
+                    link.flush().await?;
                 }
             }
             if !submitting && pending.is_empty() {
@@ -325,27 +327,40 @@ async fn work(mut conn: Conn, worker: &str, plan: &Plan) -> Tally {
                 }
                 // The shares still pending are reported unanswered.
                 () = tokio::time::sleep_until(drain_end), if !submitting => return Ok(()),
-                received = conn.recv() => received?,
+                received = link.next() => received?,
             };
-            let Some(Received { at, message }) = received else {
+            let Some((at, event)) = received else {
                 anyhow::bail!("{worker}: the pool closed the connection");
             };
-            let Message::Response(response) = message else {
-                continue;
-            };
-            let Some(sent) = (match &response.id {
-                Id::Number(n) => n.as_u64().and_then(|id| pending.remove(&id)),
-                _ => None,
-            }) else {
-                anyhow::bail!("{worker}: an answer to a request never sent: {:?}", response.id);
-            };
-            tally.latencies.push(at.duration_since(sent));
-            match Reply::from_response(&response) {
-                Reply::Accepted(_) => tally.accepted += 1,
-                Reply::Rejected { code, .. } => {
-                    let code = code.map_or_else(|| "none".to_owned(), |c| c.to_string());
-                    *tally.rejected.entry(code).or_insert(0) += 1;
+            match event {
+                Event::Answer(Answer::One { token, result }) => {
+                    let Some(sent) = pending.remove(&token) else {
+                        anyhow::bail!("{worker}: an answer to a share never sent: {token}");
+                    };
+                    tally.latencies.push(at.duration_since(sent));
+                    match result {
+                        Ok(()) => tally.accepted += 1,
+                        Err(code) => *tally.rejected.entry(code).or_insert(0) += 1,
+                    }
                 }
+                Event::Answer(Answer::Batch { last, count }) => {
+                    // The oldest shares up to `last` that are still pending.
+                    let covered: Vec<u64> = pending
+                        .range(..=last)
+                        .map(|(token, _)| *token)
+                        .take(usize::try_from(count).unwrap_or(usize::MAX))
+                        .collect();
+                    if covered.len() as u64 != count {
+                        anyhow::bail!("{worker}: {count} shares up to {last} acknowledged, {} pending", covered.len());
+                    }
+                    for token in covered {
+                        if let Some(sent) = pending.remove(&token) {
+                            tally.latencies.push(at.duration_since(sent));
+                            tally.accepted += 1;
+                        }
+                    }
+                }
+                Event::NewTip(_) | Event::Other => {}
             }
         }
     }
@@ -355,26 +370,4 @@ async fn work(mut conn: Conn, worker: &str, plan: &Plan) -> Tally {
         tally.error = Some(format!("{worker}: {error:#}"));
     }
     tally
-}
-
-/// The `"method":…,"params":…` part of the next share's submit on the current job.
-fn next_share(
-    conn: &mut Conn,
-    worker: &str,
-    grinder: &mut Option<(String, Grinder)>,
-) -> anyhow::Result<String> {
-    let job = conn.job.as_ref().context("no job")?;
-    let job_id = job.job_id.to_string();
-    if grinder.as_ref().is_none_or(|(id, _)| *id != job_id) {
-        let en1 = conn.extranonce1.context("not subscribed")?;
-        let en2 = Extranonce::from_counter(0, conn.extranonce2_size);
-        let fresh = Grinder::new(job, en1, en2, conn.job_difficulty, 0);
-        *grinder = Some((job_id, fresh));
-    }
-    let (job_id, grinder) = grinder.as_mut().context("grinder")?;
-    let share = grinder.next(true);
-    Ok(format!(
-        r#""method":"mining.submit","params":["{worker}","{job_id}","{}","{:08x}","{:08x}"]"#,
-        share.fields.extranonce2, share.fields.ntime, share.fields.nonce
-    ))
 }

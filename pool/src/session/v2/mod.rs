@@ -61,20 +61,17 @@ const VERSION: u16 = 2;
 /// Where a share's acknowledgement goes: its channel and sequence number.
 type Ack = (u32, u32);
 
+mod acks;
+
+use acks::Acks;
+
 /// One channel: a miner to the rest of the pool.
 struct Channel {
     /// Extended (the miner builds the coinbase) or standard (header-only).
     extended: bool,
     worker: Arc<WorkerStats>,
     terms: Terms,
-}
-
-/// What one turn's commits acknowledge on a channel.
-#[derive(Default)]
-struct Batch {
-    last_sequence: u32,
-    count: u32,
-    sum: u64,
+    acks: Acks,
 }
 
 struct Connection {
@@ -84,8 +81,6 @@ struct Connection {
     channels: HashMap<u32, Channel>,
     next_channel: u32,
     out: Vec<Vec<u8>>,
-    /// Acknowledgements gathered this turn, per channel.
-    batches: HashMap<u32, Batch>,
 }
 
 /// Serves one V2 connection until it closes, errs, or the pool shuts down.
@@ -139,7 +134,6 @@ where
         channels: HashMap::new(),
         next_channel: 1,
         out: Vec::new(),
-        batches: HashMap::new(),
     };
     handshake(&mut framed, &ctx).await?;
     let mut jobs = ctx.book.subscribe();
@@ -428,6 +422,7 @@ impl Connection {
                 extended,
                 worker,
                 terms,
+                acks: Acks::default(),
             },
         );
         Ok(id)
@@ -708,13 +703,19 @@ impl Connection {
         let worker = channel.worker.clone();
         let size = self.core.ctx.config.extranonce2_size;
         let channel = &self.channels[&channel_id];
-        if let Err((_, error)) = self.core.judge(
+        let judged = self.core.judge(
             worker,
             &submit,
             &channel.terms,
             size,
             (channel_id, sequence),
-        ) {
+        );
+        if judged.is_ok() {
+            if let Some(channel) = self.channels.get_mut(&channel_id) {
+                channel.acks.judged(sequence);
+            }
+        }
+        if let Err((_, error)) = judged {
             let code = match error.code {
                 ErrorCode::JobNotFound if error.message == "stale" => "stale-share",
                 ErrorCode::JobNotFound => "invalid-job-id",
@@ -729,31 +730,35 @@ impl Connection {
 
     fn finish_ack(&mut self, done: AckDone<Ack>, codec: &mut NoiseCodec) {
         let (channel_id, sequence) = done.reply;
-        if !self.core.committed(&done) {
+        let stored = self.core.committed(&done);
+        // The work acknowledged, in difficulty-1 shares (at least one per share).
+        let work = stored.then(|| (done.difficulty as u64).max(1));
+        let Some(channel) = self.channels.get_mut(&channel_id) else {
+            // Closed meanwhile: nobody to tell.
+            return;
+        };
+        channel.acks.settled(sequence, work);
+        if !stored {
             return self.share_error(codec, channel_id, sequence, "storage-error");
         }
-        let batch = self.batches.entry(channel_id).or_default();
-        batch.last_sequence = batch.last_sequence.max(sequence);
-        batch.count += 1;
-        // The work acknowledged, in difficulty-1 shares (at least one per share).
-        batch.sum += (done.difficulty as u64).max(1);
-        let retarget = self
-            .channels
-            .get_mut(&channel_id)
-            .is_some_and(|channel| channel.terms.accepted(done.difficulty));
-        if retarget {
+        if channel.terms.accepted(done.difficulty) {
             self.send_target(channel_id, codec);
         }
     }
 
-    /// Answers every share this turn's commits acknowledged, one message per channel.
+    /// Answers the shares whose commits finished, one message per channel, in order.
     fn send_batches(&mut self, codec: &mut NoiseCodec) {
-        for (channel_id, batch) in std::mem::take(&mut self.batches) {
+        let reports: Vec<_> = self
+            .channels
+            .iter_mut()
+            .filter_map(|(id, channel)| channel.acks.report().map(|r| (*id, r)))
+            .collect();
+        for (channel_id, report) in reports {
             let message = SubmitSharesSuccess {
                 channel_id,
-                last_sequence_number: batch.last_sequence,
-                new_submits_accepted_count: batch.count,
-                new_shares_sum: batch.sum,
+                last_sequence_number: report.last,
+                new_submits_accepted_count: report.count,
+                new_shares_sum: report.sum,
             };
             self.send(
                 codec,
