@@ -1,7 +1,7 @@
 //! Miners' connections: Stratum V1 ([`v1`], JSON lines over TCP or TLS) and
 //! Stratum V2 ([`v2`], Noise-encrypted binary frames), two thin adapters over one
-//! [`core`]: budgets and bans, workers, share judging and the acknowledgement
-//! pipeline, difficulty and the jobs remembered.
+//! [`core`] (budgets and bans, workers, share judging and the acknowledgement
+//! pipeline, difficulty and the jobs remembered), run by one loop (`drive`).
 //!
 //! Data flows one way: socket → codec → adapter → [`core::Core::judge`] →
 //! validation → ledger → reply. Share acknowledgements are pipelined: a share is
@@ -9,6 +9,7 @@
 //! connection keeps reading (up to [`core::MAX_IN_FLIGHT`] unanswered shares).
 
 pub(crate) mod core;
+mod drive;
 pub mod v1;
 pub mod v2;
 

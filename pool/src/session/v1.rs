@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use futures_util::{FutureExt, StreamExt};
 use quarry_protocol::jsonrpc::{self, error_line, result_line, Call, Id, Message, WireLine};
 use quarry_protocol::messages::{
     Authorize, ClientRequest, ConfigureResult, ServerMessage, Subscribe, SubscribeResult,
@@ -20,8 +19,8 @@ use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tracing::Instrument;
 
-use super::core::{AckDone, Core, Spent, Terms, MAX_IN_FLIGHT};
-use super::{flush, linger};
+use super::core::{AckDone, Core, Spent, Terms};
+use super::drive::{drive, Adapter};
 use crate::accounting::now_ms;
 use crate::context::Context;
 use crate::jobs::{Announcement, Face};
@@ -91,76 +90,42 @@ where
     };
     // Reads go through a small buffer that grows only for a long line; writes go
     // straight to the stream (see `flush`), so an idle session holds no buffers.
-    let mut framed = FramedRead::with_capacity(
+    let framed = FramedRead::with_capacity(
         stream,
         LineCodec::new(ctx.config.max_line_length),
         READ_BUFFER,
     );
-    let mut jobs = ctx.book.subscribe();
-    jobs.borrow_and_update();
+    drive(framed, &mut session, &ctx).await
+}
 
-    // Made once and re-armed, not rebuilt on every message: with many
-    // thousands of sessions woken by one job, every iteration counts.
-    let kick = session.core.kick.clone();
-    let kicked = kick.cancelled();
-    tokio::pin!(kicked);
-    let timeout = tokio::time::sleep_until(session.deadline().0);
-    tokio::pin!(timeout);
-    let result = loop {
-        // A new block's job written by this turn's flush, for the fan-out metric.
-        let mut new_block = None;
-        let deadline = session.deadline().0;
-        if timeout.deadline() != deadline {
-            timeout.as_mut().reset(deadline);
-        }
-        tokio::select! {
-            biased;
-            () = &mut kicked => break Err(if ctx.shutdown.is_cancelled() { "shutting down" } else { "kicked by the operator" }.to_owned()),
-            () = &mut timeout => break Err(session.deadline().1.to_owned()),
-            Some(done) = session.core.acks.next(), if !session.core.acks.is_empty() => {
-                session.finish_ack(done);
-                // One group commit completes many of this session's shares at
-                // once: answer all of them with one write.
-                while let Some(Some(done)) = session.core.acks.next().now_or_never() {
-                    session.finish_ack(done);
-                }
-            }
-            changed = jobs.changed() => {
-                if changed.is_err() {
-                    break Ok(());
-                }
-                let announcement = jobs.borrow_and_update().clone();
-                if session.on_job(&announcement) {
-                    new_block = Some(announcement);
-                }
-            }
-            line = framed.next(), if session.core.acks.len() < MAX_IN_FLIGHT => match line {
-                None => break Ok(()),
-                Some(Err(err)) => break Err(err.to_string()),
-                Some(Ok(line)) => session.handle_line(&line),
-            },
-        }
-        if let Err(reason) = flush(framed.get_mut(), &mut session.out).await {
-            break Err(reason);
-        }
-        if let Some(job) = new_block {
-            ctx.metrics
-                .fanout
-                .written(job.job.id, job.published.elapsed());
-        }
-        if let Some(reason) = session.core.close.take() {
-            break Err(reason);
-        }
-    };
-    // Answer every share already on its way to the ledger before closing.
-    while let Some(done) = session.core.acks.next().await {
-        session.finish_ack(done);
+impl Adapter for Session {
+    type Reply = Id;
+    type Codec = LineCodec;
+    type Out = Line;
+
+    fn core(&mut self) -> &mut Core<Id> {
+        &mut self.core
     }
-    let flushed = flush(framed.get_mut(), &mut session.out).await;
-    if result.is_err() && flushed.is_ok() {
-        linger(framed.into_inner()).await;
+
+    fn deadline(&self) -> (Instant, &'static str) {
+        self.deadline()
     }
-    result
+
+    fn input(&mut self, line: String, _: &mut LineCodec) {
+        self.handle_line(&line);
+    }
+
+    fn on_job(&mut self, announcement: &Arc<Announcement>, _: &mut LineCodec) -> bool {
+        self.on_job(announcement)
+    }
+
+    fn finish_ack(&mut self, done: AckDone<Id>, _: &mut LineCodec) {
+        self.finish_ack(done);
+    }
+
+    fn out(&mut self) -> &mut Vec<Line> {
+        &mut self.out
+    }
 }
 
 impl Session {

@@ -19,7 +19,7 @@ use bitcoin::hashes::Hash as _;
 use common_messages_sv2::{
     has_work_selection, Protocol, SetupConnection, SetupConnectionError, SetupConnectionSuccess,
 };
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use mining_sv2::{
     NewExtendedMiningJob, NewMiningJob, OpenExtendedMiningChannel,
     OpenExtendedMiningChannelSuccess, OpenMiningChannelError, OpenStandardMiningChannel,
@@ -40,8 +40,9 @@ use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tracing::Instrument;
 
-use super::core::{AckDone, Core, Spent, Terms, MAX_IN_FLIGHT};
-use super::{flush, linger};
+use super::core::{AckDone, Core, Spent, Terms};
+use super::drive::{drive, Adapter};
+use super::flush;
 use crate::accounting::WorkerStats;
 use crate::context::Context;
 use crate::jobs::{Announcement, Face};
@@ -136,74 +137,49 @@ where
         out: Vec::new(),
     };
     handshake(&mut framed, &ctx).await?;
-    let mut jobs = ctx.book.subscribe();
-    jobs.borrow_and_update();
-    let kick = conn.core.kick.clone();
-    let kicked = kick.cancelled();
-    tokio::pin!(kicked);
-    let timeout = tokio::time::sleep_until(conn.deadline().0);
-    tokio::pin!(timeout);
-    let result = loop {
-        let mut new_block = None;
-        let deadline = conn.deadline().0;
-        if timeout.deadline() != deadline {
-            timeout.as_mut().reset(deadline);
-        }
-        tokio::select! {
-            biased;
-            () = &mut kicked => break Err(if ctx.shutdown.is_cancelled() { "shutting down" } else { "kicked by the operator" }.to_owned()),
-            () = &mut timeout => break Err(conn.deadline().1.to_owned()),
-            Some(done) = conn.core.acks.next(), if !conn.core.acks.is_empty() => {
-                let codec = framed.decoder_mut();
-                conn.finish_ack(done, codec);
-                while let Some(Some(done)) = conn.core.acks.next().now_or_never() {
-                    conn.finish_ack(done, codec);
-                }
-                conn.send_batches(codec);
-            }
-            changed = jobs.changed() => {
-                if changed.is_err() {
-                    break Ok(());
-                }
-                let announcement = jobs.borrow_and_update().clone();
-                if conn.on_job(&announcement, framed.decoder_mut()) {
-                    new_block = Some(announcement);
-                }
-            }
-            frame = framed.next(), if conn.core.acks.len() < MAX_IN_FLIGHT => match frame {
-                None => break Ok(()),
-                Some(Err(err)) => break Err(err.to_string()),
-                Some(Ok(Incoming::Frame(mut frame))) => {
-                    let name = frame.name();
-                    match frame.message() {
-                        Ok(message) => conn.handle(message, name, framed.decoder_mut()),
-                        Err(err) => conn.core.close = Some(format!("malformed {name}: {err}")),
-                    }
-                }
-                Some(Ok(other)) => break Err(format!("unexpected {other:?} after the handshake")),
-            },
-        }
-        if let Err(reason) = flush(framed.get_mut(), &mut conn.out).await {
-            break Err(reason);
-        }
-        if let Some(job) = new_block {
-            ctx.metrics
-                .fanout
-                .written(job.job.id, job.published.elapsed());
-        }
-        if let Some(reason) = conn.core.close.take() {
-            break Err(reason);
-        }
-    };
-    while let Some(done) = conn.core.acks.next().await {
-        conn.finish_ack(done, framed.decoder_mut());
+    drive(framed, &mut conn, &ctx).await
+}
+
+impl Adapter for Connection {
+    type Reply = Ack;
+    type Codec = NoiseCodec;
+    type Out = Vec<u8>;
+
+    fn core(&mut self) -> &mut Core<Ack> {
+        &mut self.core
     }
-    conn.send_batches(framed.decoder_mut());
-    let flushed = flush(framed.get_mut(), &mut conn.out).await;
-    if result.is_err() && flushed.is_ok() {
-        linger(framed.into_inner()).await;
+
+    fn deadline(&self) -> (Instant, &'static str) {
+        self.deadline()
     }
-    result
+
+    fn input(&mut self, incoming: Incoming, codec: &mut NoiseCodec) {
+        let Incoming::Frame(mut frame) = incoming else {
+            self.core.close = Some(format!("unexpected {incoming:?} after the handshake"));
+            return;
+        };
+        let name = frame.name();
+        match frame.message() {
+            Ok(message) => self.handle(message, name, codec),
+            Err(err) => self.core.close = Some(format!("malformed {name}: {err}")),
+        }
+    }
+
+    fn on_job(&mut self, announcement: &Arc<Announcement>, codec: &mut NoiseCodec) -> bool {
+        self.on_job(announcement, codec)
+    }
+
+    fn finish_ack(&mut self, done: AckDone<Ack>, codec: &mut NoiseCodec) {
+        self.finish_ack(done, codec);
+    }
+
+    fn acks_answered(&mut self, codec: &mut NoiseCodec) {
+        self.send_batches(codec);
+    }
+
+    fn out(&mut self) -> &mut Vec<Vec<u8>> {
+        &mut self.out
+    }
 }
 
 /// The job id a V2 miner names: the low 32 bits of the pool's job id.
