@@ -14,27 +14,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use binary_sv2::{Seq0255, Sv2Option, B032, B064K, U256};
-use bitcoin::hashes::Hash as _;
 use common_messages_sv2::{
     has_work_selection, Protocol, SetupConnection, SetupConnectionError, SetupConnectionSuccess,
 };
 use futures_util::StreamExt;
-use mining_sv2::{
-    NewExtendedMiningJob, NewMiningJob, OpenExtendedMiningChannel,
-    OpenExtendedMiningChannelSuccess, OpenMiningChannelError, OpenStandardMiningChannel,
-    OpenStandardMiningChannelSuccess, SetNewPrevHash, SetTarget, SubmitSharesError,
-    SubmitSharesSuccess, UpdateChannel, UpdateChannelError,
-};
+use mining_sv2::{SubmitSharesError, SubmitSharesSuccess};
 use quarry_protocol::fields::{HexU32Be, JobId};
 use quarry_protocol::messages::Submit;
 use quarry_protocol::reject::ErrorCode;
 use quarry_protocol::sv2::{
-    binary_sv2, common_messages_sv2, mining_sv2, AnyMessage, CommonMessages, Incoming, Mining,
-    NoiseCodec,
+    common_messages_sv2, mining_sv2, AnyMessage, CommonMessages, Incoming, Mining, NoiseCodec,
 };
-use quarry_protocol::target::hash_difficulty;
-use quarry_protocol::{Difficulty, Extranonce};
+use quarry_protocol::Extranonce;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
@@ -45,7 +36,7 @@ use super::drive::{drive, Adapter};
 use super::flush;
 use crate::accounting::WorkerStats;
 use crate::context::Context;
-use crate::jobs::{Announcement, Face};
+use crate::jobs::Announcement;
 
 /// The most encrypted bytes one incoming frame may take: the largest message a
 /// miner sends (`SetupConnection`, five strings of up to 255 bytes) fits many times.
@@ -63,6 +54,10 @@ const VERSION: u16 = 2;
 type Ack = (u32, u32);
 
 mod acks;
+mod channels;
+mod jobs;
+
+use jobs::full_id;
 
 use acks::Acks;
 
@@ -180,28 +175,6 @@ impl Adapter for Connection {
     fn out(&mut self) -> &mut Vec<Vec<u8>> {
         &mut self.out
     }
-}
-
-/// The job id a V2 miner names: the low 32 bits of the pool's job id.
-fn short_id(job: u64) -> u32 {
-    job as u32
-}
-
-/// The pool's job id of V2 job id `short`: the one at or below `newest` with those
-/// low bits. Job ids count up from the clock in seconds shifted by 8 bits, so any
-/// job still remembered is far less than 2^32 below the newest.
-fn full_id(newest: u64, short: u32) -> u64 {
-    let candidate = (newest & !0xffff_ffff) | u64::from(short);
-    if candidate > newest {
-        candidate.wrapping_sub(1 << 32)
-    } else {
-        candidate
-    }
-}
-
-/// A target as V2 carries it: 256 bits, little-endian.
-fn target_bytes(difficulty: Difficulty) -> [u8; 32] {
-    difficulty.to_target().to_le_bytes()
 }
 
 impl Connection {
@@ -346,295 +319,6 @@ impl Connection {
         );
     }
 
-    /// Opens a channel for `user_identity`: the worker authorized, a lease and a
-    /// start difficulty from the miner's nominal hashrate, no easier than its
-    /// maximum target allows. Returns the channel id, or the error code to send.
-    fn open(
-        &mut self,
-        user_identity: &str,
-        hashrate: f32,
-        max_target: &[u8; 32],
-        extended: bool,
-    ) -> Result<u32, String> {
-        if self.channels.len() >= MAX_CHANNELS {
-            return Err("too-many-channels".to_owned());
-        }
-        let ctx = self.core.ctx.clone();
-        let mut terms = Terms::new(&ctx);
-        let worker = self
-            .core
-            .authorize(&mut terms, user_identity)
-            .map_err(|reason| {
-                tracing::info!(%reason, user_identity, "channel refused");
-                "unknown-user".to_owned()
-            })?;
-        let now = Instant::now();
-        if hashrate.is_finite() && hashrate > 0.0 {
-            // The difficulty at which this hashrate finds a share per interval.
-            let wanted =
-                f64::from(hashrate) * ctx.config.share_interval.as_secs_f64() / 4_294_967_296.0;
-            if let Ok(wanted) = Difficulty::new(wanted) {
-                terms.difficulty = terms.vardiff.set(wanted, now);
-            }
-        }
-        let floor = hash_difficulty(max_target);
-        if terms.difficulty.get() < floor {
-            let Ok(floor) = Difficulty::new(floor) else {
-                return Err("max-target-out-of-range".to_owned());
-            };
-            terms.difficulty = terms.vardiff.set(floor, now);
-            if terms.difficulty.get() < floor.get() {
-                return Err("max-target-out-of-range".to_owned());
-            }
-        }
-        terms.vardiff.announced(now);
-        terms.version_mask = ctx.config.version_mask;
-        terms.lease = Some(ctx.extranonces.lease(None));
-        let id = self.next_channel;
-        self.next_channel = self.next_channel.wrapping_add(1).max(1);
-        self.channels.insert(
-            id,
-            Channel {
-                extended,
-                worker,
-                terms,
-                acks: Acks::default(),
-            },
-        );
-        Ok(id)
-    }
-
-    fn open_standard(&mut self, open: OpenStandardMiningChannel<'_>, codec: &mut NoiseCodec) {
-        let identity = open.user_identity.as_utf8_or_hex();
-        let max_target = *open.max_target.as_array();
-        match self.open(&identity, open.nominal_hash_rate, &max_target, false) {
-            Err(code) => self.open_error(codec, open.request_id, &code),
-            Ok(id) => {
-                let channel = &self.channels[&id];
-                let lease = channel
-                    .terms
-                    .lease
-                    .as_ref()
-                    .expect("an open channel has a lease");
-                let mut prefix = lease.extranonce().as_bytes().to_vec();
-                prefix.resize(prefix.len() + self.core.ctx.config.extranonce2_size, 0);
-                let target = target_bytes(channel.terms.difficulty);
-                let reply = OpenStandardMiningChannelSuccess {
-                    request_id: open.request_id,
-                    channel_id: id,
-                    target: U256::from(&target),
-                    extranonce_prefix: B032::new(&prefix).expect("at most 12 bytes"),
-                    group_channel_id: 0,
-                };
-                self.send(
-                    codec,
-                    AnyMessage::Mining(Mining::OpenStandardMiningChannelSuccess(reply)),
-                );
-                self.first_job(id, codec);
-            }
-        }
-    }
-
-    fn open_extended(&mut self, open: OpenExtendedMiningChannel<'_>, codec: &mut NoiseCodec) {
-        let size = self.core.ctx.config.extranonce2_size;
-        if usize::from(open.min_extranonce_size) > size {
-            tracing::info!(
-                wanted = open.min_extranonce_size,
-                size,
-                "extended channel refused: the miner wants more extranonce than --extranonce2-size gives"
-            );
-            return self.open_error(codec, open.request_id, "min-extranonce-size-too-large");
-        }
-        let identity = open.user_identity.as_utf8_or_hex();
-        let max_target = *open.max_target.as_array();
-        match self.open(&identity, open.nominal_hash_rate, &max_target, true) {
-            Err(code) => self.open_error(codec, open.request_id, &code),
-            Ok(id) => {
-                let channel = &self.channels[&id];
-                let lease = channel
-                    .terms
-                    .lease
-                    .as_ref()
-                    .expect("an open channel has a lease");
-                let prefix = lease.extranonce();
-                let target = target_bytes(channel.terms.difficulty);
-                let reply = OpenExtendedMiningChannelSuccess {
-                    request_id: open.request_id,
-                    channel_id: id,
-                    target: U256::from(&target),
-                    extranonce_size: u16::try_from(size).expect("at most 8"),
-                    extranonce_prefix: B032::new(prefix.as_bytes()).expect("4 bytes"),
-                    group_channel_id: 0,
-                };
-                self.send(
-                    codec,
-                    AnyMessage::Mining(Mining::OpenExtendedMiningChannelSuccess(reply)),
-                );
-                self.first_job(id, codec);
-            }
-        }
-    }
-
-    fn open_error(&mut self, codec: &mut NoiseCodec, request_id: u32, code: &str) {
-        let reply = OpenMiningChannelError {
-            request_id,
-            error_code: code.try_into().expect("a short code"),
-        };
-        self.send(
-            codec,
-            AnyMessage::Mining(Mining::OpenMiningChannelError(reply)),
-        );
-    }
-
-    fn first_job(&mut self, id: u32, codec: &mut NoiseCodec) {
-        let current = self.core.ctx.book.current();
-        self.send_job(id, &current, codec);
-    }
-
-    /// Sends `announcement`'s job to every channel; true when it went out on a new tip.
-    fn on_job(&mut self, announcement: &Arc<Announcement>, codec: &mut NoiseCodec) -> bool {
-        let ids: Vec<u32> = self.channels.keys().copied().collect();
-        let mut new_tip = false;
-        for id in ids {
-            new_tip |= self.send_job(id, announcement, codec);
-        }
-        new_tip
-    }
-
-    /// Sends channel `id` the job: first `SetTarget` if vardiff moved, then the
-    /// job; on a new tip as a future job activated by `SetNewPrevHash`. True when
-    /// the tip is new to the channel.
-    fn send_job(
-        &mut self,
-        id: u32,
-        announcement: &Arc<Announcement>,
-        codec: &mut NoiseCodec,
-    ) -> bool {
-        let Some(channel) = self.channels.get_mut(&id) else {
-            return false;
-        };
-        let terms = &mut channel.terms;
-        let new_tip = terms.new_tip(announcement);
-        let retarget = terms.last_job.is_some() && {
-            terms.vardiff.on_tick(Instant::now());
-            terms.vardiff.current() != terms.difficulty
-        };
-        let extended = channel.extended;
-        // The new target first: the job is remembered at the difficulty it carries.
-        if retarget {
-            self.send_target(id, codec);
-        }
-        let Some(channel) = self.channels.get_mut(&id) else {
-            return false;
-        };
-        let terms = &mut channel.terms;
-        let job = &announcement.job;
-        let face = job.face(terms.payee.as_ref());
-        terms.remember(job.id);
-        terms.last_job = Some(announcement.clone());
-        terms.face = Some(face.clone());
-        let job_id = short_id(job.id);
-        let ntime = face.notify.ntime.0;
-        let min_ntime = Sv2Option::new((!new_tip).then_some(ntime));
-        let version = face.notify.version.0;
-        if extended {
-            let branch: Vec<U256<'_>> = job.template.merkle_branch.iter().map(U256::from).collect();
-            let message = NewExtendedMiningJob {
-                channel_id: id,
-                job_id,
-                min_ntime,
-                version,
-                version_rolling_allowed: true,
-                merkle_path: Seq0255::new(branch).expect("a branch is short"),
-                coinbase_tx_prefix: B064K::new(&face.coinbase.coinb1).expect("coinbase fits"),
-                coinbase_tx_suffix: B064K::new(&face.coinbase.coinb2).expect("coinbase fits"),
-            };
-            self.send(
-                codec,
-                AnyMessage::Mining(Mining::NewExtendedMiningJob(message)),
-            );
-        } else {
-            let root = self.standard_root(id, &face);
-            let message = NewMiningJob {
-                channel_id: id,
-                job_id,
-                min_ntime,
-                version,
-                merkle_root: U256::from(&root),
-            };
-            self.send(codec, AnyMessage::Mining(Mining::NewMiningJob(message)));
-        }
-        if new_tip {
-            let prev_hash = job.template.prev_hash.to_byte_array();
-            let message = SetNewPrevHash {
-                channel_id: id,
-                job_id,
-                prev_hash: U256::from(&prev_hash),
-                min_ntime: ntime,
-                nbits: face.notify.nbits.0,
-            };
-            self.send(codec, AnyMessage::Mining(Mining::SetNewPrevHash(message)));
-        }
-        new_tip
-    }
-
-    /// A standard channel's merkle root: its coinbase has the channel's extranonce1
-    /// and a zero extranonce2.
-    fn standard_root(&self, id: u32, face: &Face) -> [u8; 32] {
-        let channel = &self.channels[&id];
-        let lease = channel
-            .terms
-            .lease
-            .as_ref()
-            .expect("an open channel has a lease");
-        let en2 = vec![0u8; self.core.ctx.config.extranonce2_size];
-        let en2 = Extranonce::new(&en2).expect("at most 8 bytes");
-        let coinbase = face.coinbase(0, &lease.extranonce(), &en2);
-        let leaf = quarry_protocol::hash::sha256d(&coinbase);
-        let branch: Vec<[u8; 32]> = face.notify.merkle_branch.iter().map(|h| h.0).collect();
-        quarry_protocol::merkle::root_from_branch(leaf, &branch)
-    }
-
-    /// Sends channel `id` the difficulty vardiff wants, as `SetTarget`.
-    fn send_target(&mut self, id: u32, codec: &mut NoiseCodec) {
-        let Some(channel) = self.channels.get_mut(&id) else {
-            return;
-        };
-        let wanted = channel.terms.announce_difficulty(&self.core.ctx.accounting);
-        let target = target_bytes(wanted);
-        let message = SetTarget {
-            channel_id: id,
-            maximum_target: U256::from(&target),
-        };
-        self.send(codec, AnyMessage::Mining(Mining::SetTarget(message)));
-    }
-
-    fn update(&mut self, update: UpdateChannel<'_>, codec: &mut NoiseCodec) {
-        let id = update.channel_id;
-        let Some(channel) = self.channels.get_mut(&id) else {
-            let reply = UpdateChannelError {
-                channel_id: id,
-                error_code: "invalid-channel-id".try_into().expect("a short code"),
-            };
-            return self.send(codec, AnyMessage::Mining(Mining::UpdateChannelError(reply)));
-        };
-        let floor = hash_difficulty(update.maximum_target.as_array());
-        let terms = &mut channel.terms;
-        if terms.difficulty.get() < floor {
-            if let Ok(floor) = Difficulty::new(floor) {
-                terms.vardiff.set(floor, Instant::now());
-            }
-            if terms.vardiff.current().get() < floor {
-                let reply = UpdateChannelError {
-                    channel_id: id,
-                    error_code: "max-target-out-of-range".try_into().expect("a short code"),
-                };
-                return self.send(codec, AnyMessage::Mining(Mining::UpdateChannelError(reply)));
-            }
-            self.send_target(id, codec);
-        }
-    }
-
     fn share_error(&mut self, codec: &mut NoiseCodec, channel_id: u32, sequence: u32, code: &str) {
         let reply = SubmitSharesError {
             channel_id,
@@ -740,21 +424,6 @@ impl Connection {
                 codec,
                 AnyMessage::Mining(Mining::SubmitSharesSuccess(message)),
             );
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn job_ids_round_trip_across_the_32_bit_boundary() {
-        for newest in [0x1_0000_0005u64, 0x0067_5000_0001, u64::from(u32::MAX) + 3] {
-            for back in 0..10u64 {
-                let job = newest - back * 0x100;
-                assert_eq!(full_id(newest, short_id(job)), job, "{newest:x} {job:x}");
-            }
         }
     }
 }

@@ -1,0 +1,181 @@
+//! Jobs on a V2 channel: extended jobs (the coinbase around the channel's
+//! extranonce) or standard ones (the channel's merkle root), a new block as a
+//! future job activated by `SetNewPrevHash`, and `SetTarget` from vardiff.
+
+use std::sync::Arc;
+
+use binary_sv2::{Seq0255, Sv2Option, B064K, U256};
+use bitcoin::hashes::Hash as _;
+use mining_sv2::{NewExtendedMiningJob, NewMiningJob, SetNewPrevHash, SetTarget};
+use quarry_protocol::sv2::{binary_sv2, mining_sv2, AnyMessage, Mining, NoiseCodec};
+use quarry_protocol::{Difficulty, Extranonce};
+use tokio::time::Instant;
+
+use super::Connection;
+use crate::jobs::{Announcement, Face};
+
+/// The job id a V2 miner names: the low 32 bits of the pool's job id.
+pub(super) fn short_id(job: u64) -> u32 {
+    job as u32
+}
+
+/// The pool's job id of V2 job id `short`: the one at or below `newest` with those
+/// low bits. Job ids count up from the clock in seconds shifted by 8 bits, so any
+/// job still remembered is far less than 2^32 below the newest.
+pub(super) fn full_id(newest: u64, short: u32) -> u64 {
+    let candidate = (newest & !0xffff_ffff) | u64::from(short);
+    if candidate > newest {
+        candidate.wrapping_sub(1 << 32)
+    } else {
+        candidate
+    }
+}
+
+/// A target as V2 carries it: 256 bits, little-endian.
+pub(super) fn target_bytes(difficulty: Difficulty) -> [u8; 32] {
+    difficulty.to_target().to_le_bytes()
+}
+
+impl Connection {
+    pub(super) fn first_job(&mut self, id: u32, codec: &mut NoiseCodec) {
+        let current = self.core.ctx.book.current();
+        self.send_job(id, &current, codec);
+    }
+
+    /// Sends `announcement`'s job to every channel; true when it went out on a new tip.
+    pub(super) fn on_job(
+        &mut self,
+        announcement: &Arc<Announcement>,
+        codec: &mut NoiseCodec,
+    ) -> bool {
+        let ids: Vec<u32> = self.channels.keys().copied().collect();
+        let mut new_tip = false;
+        for id in ids {
+            new_tip |= self.send_job(id, announcement, codec);
+        }
+        new_tip
+    }
+
+    /// Sends channel `id` the job: first `SetTarget` if vardiff moved, then the
+    /// job; on a new tip as a future job activated by `SetNewPrevHash`. True when
+    /// the tip is new to the channel.
+    pub(super) fn send_job(
+        &mut self,
+        id: u32,
+        announcement: &Arc<Announcement>,
+        codec: &mut NoiseCodec,
+    ) -> bool {
+        let Some(channel) = self.channels.get_mut(&id) else {
+            return false;
+        };
+        let terms = &mut channel.terms;
+        let new_tip = terms.new_tip(announcement);
+        let retarget = terms.last_job.is_some() && {
+            terms.vardiff.on_tick(Instant::now());
+            terms.vardiff.current() != terms.difficulty
+        };
+        let extended = channel.extended;
+        // The new target first: the job is remembered at the difficulty it carries.
+        if retarget {
+            self.send_target(id, codec);
+        }
+        let Some(channel) = self.channels.get_mut(&id) else {
+            return false;
+        };
+        let terms = &mut channel.terms;
+        let job = &announcement.job;
+        let face = job.face(terms.payee.as_ref());
+        terms.remember(job.id);
+        terms.last_job = Some(announcement.clone());
+        terms.face = Some(face.clone());
+        let job_id = short_id(job.id);
+        let ntime = face.notify.ntime.0;
+        let min_ntime = Sv2Option::new((!new_tip).then_some(ntime));
+        let version = face.notify.version.0;
+        if extended {
+            let branch: Vec<U256<'_>> = job.template.merkle_branch.iter().map(U256::from).collect();
+            let message = NewExtendedMiningJob {
+                channel_id: id,
+                job_id,
+                min_ntime,
+                version,
+                version_rolling_allowed: true,
+                merkle_path: Seq0255::new(branch).expect("a branch is short"),
+                coinbase_tx_prefix: B064K::new(&face.coinbase.coinb1).expect("coinbase fits"),
+                coinbase_tx_suffix: B064K::new(&face.coinbase.coinb2).expect("coinbase fits"),
+            };
+            self.send(
+                codec,
+                AnyMessage::Mining(Mining::NewExtendedMiningJob(message)),
+            );
+        } else {
+            let root = self.standard_root(id, &face);
+            let message = NewMiningJob {
+                channel_id: id,
+                job_id,
+                min_ntime,
+                version,
+                merkle_root: U256::from(&root),
+            };
+            self.send(codec, AnyMessage::Mining(Mining::NewMiningJob(message)));
+        }
+        if new_tip {
+            let prev_hash = job.template.prev_hash.to_byte_array();
+            let message = SetNewPrevHash {
+                channel_id: id,
+                job_id,
+                prev_hash: U256::from(&prev_hash),
+                min_ntime: ntime,
+                nbits: face.notify.nbits.0,
+            };
+            self.send(codec, AnyMessage::Mining(Mining::SetNewPrevHash(message)));
+        }
+        new_tip
+    }
+
+    /// A standard channel's merkle root: its coinbase has the channel's extranonce1
+    /// and a zero extranonce2.
+    pub(super) fn standard_root(&self, id: u32, face: &Face) -> [u8; 32] {
+        let channel = &self.channels[&id];
+        let lease = channel
+            .terms
+            .lease
+            .as_ref()
+            .expect("an open channel has a lease");
+        let en2 = vec![0u8; self.core.ctx.config.extranonce2_size];
+        let en2 = Extranonce::new(&en2).expect("at most 8 bytes");
+        let coinbase = face.coinbase(0, &lease.extranonce(), &en2);
+        let leaf = quarry_protocol::hash::sha256d(&coinbase);
+        let branch: Vec<[u8; 32]> = face.notify.merkle_branch.iter().map(|h| h.0).collect();
+        quarry_protocol::merkle::root_from_branch(leaf, &branch)
+    }
+
+    /// Sends channel `id` the difficulty vardiff wants, as `SetTarget`.
+    pub(super) fn send_target(&mut self, id: u32, codec: &mut NoiseCodec) {
+        let Some(channel) = self.channels.get_mut(&id) else {
+            return;
+        };
+        let wanted = channel.terms.announce_difficulty(&self.core.ctx.accounting);
+        let target = target_bytes(wanted);
+        let message = SetTarget {
+            channel_id: id,
+            maximum_target: U256::from(&target),
+        };
+        self.send(codec, AnyMessage::Mining(Mining::SetTarget(message)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_round_trip_across_the_32_bit_boundary() {
+        for newest in [0x1_0000_0005u64, 0x0067_5000_0001, u64::from(u32::MAX) + 3] {
+            for back in 0..10u64 {
+                let job = newest - back * 0x100;
+                assert_eq!(full_id(newest, short_id(job)), job, "{newest:x} {job:x}");
+            }
+        }
+    }
+}
