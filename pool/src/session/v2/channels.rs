@@ -33,13 +33,6 @@ impl Connection {
         }
         let ctx = self.core.ctx.clone();
         let mut terms = Terms::new(&ctx);
-        let worker = self
-            .core
-            .authorize(&mut terms, user_identity)
-            .map_err(|reason| {
-                tracing::info!(%reason, user_identity, "channel refused");
-                "unknown-user".to_owned()
-            })?;
         let now = Instant::now();
         if hashrate.is_finite() && hashrate > 0.0 {
             // The difficulty at which this hashrate finds a share per interval.
@@ -60,6 +53,14 @@ impl Connection {
             }
         }
         terms.vardiff.announced(now);
+        // Last, so that a refused channel leaves no worker behind.
+        let worker = self
+            .core
+            .authorize(&mut terms, user_identity)
+            .map_err(|reason| {
+                tracing::info!(%reason, user_identity, "channel refused");
+                "unknown-user".to_owned()
+            })?;
         terms.version_mask = ctx.config.version_mask;
         terms.lease = Some(ctx.extranonces.lease(None));
         let id = self.next_channel;
