@@ -15,7 +15,8 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::conn::Endpoint;
-use super::link::{Answer, Event as LinkEvent, Link};
+use super::event::{Answer, Event as LinkEvent};
+use super::link::Link;
 use super::report::{own_cpu, Percentiles};
 use super::{within, HoldArgs};
 

@@ -1,7 +1,10 @@
 //! `quarry-load`: drives a running pool with many connections and measures it.
 //!
 //! # Layout
-//! - [`conn`]: one lean connection (source address, TLS, handshake, tracking).
+//! - [`link`]: one miner over either protocol, as `hold` and `shares` see it.
+//! - [`event`]: what a connection reads, in words both protocols share.
+//! - [`conn`]: one lean V1 connection (source address, TLS, handshake, tracking).
+//! - [`conn_v2`]: one lean V2 connection (Noise, setup, one extended channel).
 //! - [`hold`]: `hold`, N idle miners; handshake latency, job fan-out, RSS per connection.
 //! - [`shares`]: `shares`, M workers submitting valid shares; throughput and ack latency.
 //! - [`api`]: the pool's per-worker counts, to check against the acknowledgements.
@@ -9,6 +12,8 @@
 
 pub mod api;
 pub mod conn;
+pub mod conn_v2;
+pub mod event;
 pub mod hold;
 pub mod link;
 pub mod report;

@@ -14,7 +14,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::api::accepted_by_worker;
-use super::link::{Answer, Event, Link};
+use super::event::{Answer, Event};
+use super::link::Link;
 use super::report::{own_cpu, Percentiles};
 use super::{within, SharesArgs};
 use crate::grind::Grinder;
