@@ -1,6 +1,7 @@
 //! `hold`: N miners connect, subscribe and authorize and then sit idle, the way
 //! most of a pool's connections do. One extra connection finds blocks, and the
-//! clean job each block causes is timestamped as it arrives on every socket.
+//! clean job each block causes (V1's clean `mining.notify`, V2's `SetNewPrevHash`;
+//! "clean job" below means either) is timestamped as it arrives on every socket.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -106,7 +107,7 @@ pub struct Round {
     pub job_id: String,
     /// Connections that received the clean job in time.
     pub received: usize,
-    /// Block share written → clean notify read, per connection.
+    /// Block share written → clean job read, per connection.
     pub from_trigger: Percentiles,
     /// First connection's arrival → each connection's arrival.
     pub spread: Percentiles,
