@@ -3,12 +3,16 @@
 //! kick. An [`Adapter`] (V1's session, V2's connection) turns what is read into
 //! calls on its [`Core`] and queues what to write.
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::codec::{Decoder, FramedRead};
+use tracing::Instrument;
 
 use super::core::{AckDone, Core, MAX_IN_FLIGHT};
 use super::{flush, linger};
@@ -37,6 +41,27 @@ pub(crate) trait Adapter {
     fn acks_answered(&mut self, _codec: &mut Self::Codec) {}
     /// What is queued to write.
     fn out(&mut self) -> &mut Vec<Self::Out>;
+}
+
+/// Runs one connection of Stratum `version` from `peer` inside its log span: `run`
+/// gets the session id; how the connection ended is logged.
+pub(crate) async fn logged<F, R>(ctx: &Context, peer: SocketAddr, version: u8, run: F)
+where
+    F: FnOnce(u64) -> R,
+    R: Future<Output = Result<(), String>>,
+{
+    let id = ctx.next_session.fetch_add(1, Ordering::Relaxed);
+    let span =
+        tracing::info_span!("session", id, %peer, v = version, worker = tracing::field::Empty);
+    async move {
+        tracing::debug!("connected");
+        match run(id).await {
+            Ok(()) => tracing::debug!("closed"),
+            Err(reason) => tracing::info!(%reason, "disconnected"),
+        }
+    }
+    .instrument(span)
+    .await;
 }
 
 /// Runs `adapter` over `framed` until the peer closes, an error, a timeout, a kick,

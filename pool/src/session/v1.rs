@@ -4,7 +4,6 @@
 //! [`Core`]'s.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use quarry_protocol::jsonrpc::{self, error_line, result_line, Call, Id, Message, WireLine};
@@ -17,10 +16,9 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
-use tracing::Instrument;
 
 use super::core::{AckDone, Core, Spent, Terms};
-use super::drive::{drive, Adapter};
+use super::drive::{drive, logged, Adapter};
 use crate::accounting::now_ms;
 use crate::context::Context;
 use crate::jobs::{Announcement, Face};
@@ -64,17 +62,8 @@ pub async fn serve<S>(stream: S, peer: SocketAddr, ctx: Arc<Context>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let id = ctx.next_session.fetch_add(1, Ordering::Relaxed);
-    let span = tracing::info_span!("session", id, %peer, worker = tracing::field::Empty);
-    async move {
-        tracing::debug!("connected");
-        match run(stream, peer, id, ctx).await {
-            Ok(()) => tracing::debug!("closed"),
-            Err(reason) => tracing::info!(%reason, "disconnected"),
-        }
-    }
-    .instrument(span)
-    .await;
+    let context = ctx.clone();
+    logged(&context, peer, 1, |id| run(stream, peer, id, ctx)).await;
 }
 
 async fn run<S>(stream: S, peer: SocketAddr, id: u64, ctx: Arc<Context>) -> Result<(), String>

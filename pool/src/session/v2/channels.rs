@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::acks::Acks;
 use super::jobs::target_bytes;
-use super::{Channel, Connection, MAX_CHANNELS};
+use super::{standard_extranonce2, Channel, Connection, MAX_CHANNELS};
 use crate::session::core::Terms;
 
 impl Connection {
@@ -88,13 +88,9 @@ impl Connection {
             Err(code) => self.open_error(codec, open.request_id, &code),
             Ok(id) => {
                 let channel = &self.channels[&id];
-                let lease = channel
-                    .terms
-                    .lease
-                    .as_ref()
-                    .expect("an open channel has a lease");
-                let mut prefix = lease.extranonce().as_bytes().to_vec();
-                prefix.resize(prefix.len() + self.core.ctx.config.extranonce2_size, 0);
+                // The whole extranonce is the pool's: extranonce1, then zeros.
+                let en2 = standard_extranonce2(self.core.ctx.config.extranonce2_size);
+                let prefix = [channel.extranonce1().as_bytes(), en2.as_bytes()].concat();
                 let target = target_bytes(channel.terms.difficulty);
                 let reply = OpenStandardMiningChannelSuccess {
                     request_id: open.request_id,
@@ -132,12 +128,7 @@ impl Connection {
             Err(code) => self.open_error(codec, open.request_id, &code),
             Ok(id) => {
                 let channel = &self.channels[&id];
-                let lease = channel
-                    .terms
-                    .lease
-                    .as_ref()
-                    .expect("an open channel has a lease");
-                let prefix = lease.extranonce();
+                let prefix = channel.extranonce1();
                 let target = target_bytes(channel.terms.difficulty);
                 let reply = OpenExtendedMiningChannelSuccess {
                     request_id: open.request_id,

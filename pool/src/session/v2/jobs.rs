@@ -8,10 +8,10 @@ use binary_sv2::{Seq0255, Sv2Option, B064K, U256};
 use bitcoin::hashes::Hash as _;
 use mining_sv2::{NewExtendedMiningJob, NewMiningJob, SetNewPrevHash, SetTarget};
 use quarry_protocol::sv2::{binary_sv2, mining_sv2, AnyMessage, Mining, NoiseCodec};
-use quarry_protocol::{Difficulty, Extranonce};
+use quarry_protocol::Difficulty;
 use tokio::time::Instant;
 
-use super::Connection;
+use super::{standard_extranonce2, Connection};
 use crate::jobs::{Announcement, Face};
 
 /// The job id a V2 miner names: the low 32 bits of the pool's job id.
@@ -109,7 +109,7 @@ impl Connection {
                 AnyMessage::Mining(Mining::NewExtendedMiningJob(message)),
             );
         } else {
-            let root = self.standard_root(id, &face);
+            let root = self.standard_root(id, &face, &job.template.merkle_branch);
             let message = NewMiningJob {
                 channel_id: id,
                 job_id,
@@ -135,19 +135,12 @@ impl Connection {
 
     /// A standard channel's merkle root: its coinbase has the channel's extranonce1
     /// and a zero extranonce2.
-    pub(super) fn standard_root(&self, id: u32, face: &Face) -> [u8; 32] {
+    pub(super) fn standard_root(&self, id: u32, face: &Face, branch: &[[u8; 32]]) -> [u8; 32] {
         let channel = &self.channels[&id];
-        let lease = channel
-            .terms
-            .lease
-            .as_ref()
-            .expect("an open channel has a lease");
-        let en2 = vec![0u8; self.core.ctx.config.extranonce2_size];
-        let en2 = Extranonce::new(&en2).expect("at most 8 bytes");
-        let coinbase = face.coinbase(0, &lease.extranonce(), &en2);
+        let en2 = standard_extranonce2(self.core.ctx.config.extranonce2_size);
+        let coinbase = face.coinbase(0, &channel.extranonce1(), &en2);
         let leaf = quarry_protocol::hash::sha256d(&coinbase);
-        let branch: Vec<[u8; 32]> = face.notify.merkle_branch.iter().map(|h| h.0).collect();
-        quarry_protocol::merkle::root_from_branch(leaf, &branch)
+        quarry_protocol::merkle::root_from_branch(leaf, branch)
     }
 
     /// Sends channel `id` the difficulty vardiff wants, as `SetTarget`.

@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,10 +28,9 @@ use quarry_protocol::Extranonce;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
-use tracing::Instrument;
 
 use super::core::{AckDone, Core, Spent, Terms};
-use super::drive::{drive, Adapter};
+use super::drive::{drive, logged, Adapter};
 use super::flush;
 use crate::accounting::WorkerStats;
 use crate::context::Context;
@@ -70,6 +68,21 @@ struct Channel {
     acks: Acks,
 }
 
+impl Channel {
+    /// The channel's extranonce1: its lease's (every open channel has one).
+    fn extranonce1(&self) -> Extranonce {
+        self.terms
+            .lease
+            .as_ref()
+            .map_or_else(Extranonce::default, crate::extranonce::Lease::extranonce)
+    }
+}
+
+/// A standard channel's fixed extranonce2: `size` zero bytes.
+fn standard_extranonce2(size: usize) -> Extranonce {
+    Extranonce::from_counter(0, size)
+}
+
 struct Connection {
     core: Core<Ack>,
     connected_at: Instant,
@@ -84,17 +97,8 @@ pub async fn serve<S>(stream: S, peer: SocketAddr, ctx: Arc<Context>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let id = ctx.next_session.fetch_add(1, Ordering::Relaxed);
-    let span = tracing::info_span!("session", id, %peer, v = 2, worker = tracing::field::Empty);
-    async move {
-        tracing::debug!("connected");
-        match run(stream, peer, id, ctx).await {
-            Ok(()) => tracing::debug!("closed"),
-            Err(reason) => tracing::info!(%reason, "disconnected"),
-        }
-    }
-    .instrument(span)
-    .await;
+    let context = ctx.clone();
+    logged(&context, peer, 2, |id| run(stream, peer, id, ctx)).await;
 }
 
 /// Runs the Noise handshake as responder, within the handshake timeout.
@@ -252,12 +256,12 @@ impl Connection {
                 self.open_extended(open, codec);
             }
             AnyMessage::Mining(Mining::SubmitSharesStandard(share)) => {
-                let en2 = vec![0u8; self.core.ctx.config.extranonce2_size];
+                let en2 = standard_extranonce2(self.core.ctx.config.extranonce2_size);
                 self.submit(
                     codec,
                     (share.channel_id, share.sequence_number),
                     share.job_id,
-                    &en2,
+                    en2.as_bytes(),
                     [share.ntime, share.nonce, share.version],
                     false,
                 );
