@@ -166,6 +166,26 @@ impl Client {
         }
     }
 
+    /// Submits the shares found while there was no job to submit them on (a
+    /// reconnect); a share of a job that is void by now is counted stale.
+    fn release_held<R>(
+        &self,
+        held: &mut Vec<FoundShare>,
+        mut submit: impl FnMut(&FoundShare) -> Option<R>,
+    ) -> Vec<Action<R>> {
+        let mut actions = Vec::with_capacity(held.len());
+        for share in held.drain(..) {
+            match submit(&share) {
+                Some(request) => actions.push(Action::Send(request)),
+                None => {
+                    tracing::debug!(job = %share.job.notify.job_id, "share of a void job not submitted");
+                    self.stats.stale();
+                }
+            }
+        }
+        actions
+    }
+
     /// Mines forever: connect, mine, reconnect.
     pub async fn run(mut self) {
         let mut backoff = Backoff::new();
@@ -244,18 +264,12 @@ impl Client {
                 }
             }
             if session.last_job().is_some() && !held.is_empty() {
-                for share in held.drain(..) {
+                actions = self.release_held(&mut held, |share| {
                     let same_pool = previous
                         .as_ref()
                         .is_some_and(|(c, u)| *c == share.job.connection && u == url);
-                    match session.submit(&share, same_pool) {
-                        Some(line) => actions.push(Action::Send(line)),
-                        None => {
-                            tracing::debug!(job = %share.job.notify.job_id, "share of a void job not submitted");
-                            self.stats.stale();
-                        }
-                    }
-                }
+                    session.submit(share, same_pool)
+                });
                 continue;
             }
             tokio::select! {

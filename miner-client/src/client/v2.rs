@@ -93,15 +93,7 @@ impl Client {
                 }
             }
             if session.last_job().is_some() && !held.is_empty() {
-                for share in held.drain(..) {
-                    match session.submit(&share) {
-                        Some(request) => actions.push(Action::Send(request)),
-                        None => {
-                            tracing::debug!(job = %share.job.notify.job_id, "share of a void job not submitted");
-                            self.stats.stale();
-                        }
-                    }
-                }
+                actions = self.release_held(&mut held, |share| session.submit(share));
                 continue;
             }
             tokio::select! {
