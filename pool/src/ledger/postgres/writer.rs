@@ -280,11 +280,16 @@ impl Writer {
             .await
         };
         let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ids];
-        tokio::try_join!(
+        let (locked, inserted, updated) = tokio::join!(
             tx.execute(&prepared.lock_workers, &lock_params),
             insert,
             columns.update(&tx, &prepared.update_workers),
-        )?;
+        );
+        // The first statement that failed is the cause: every later one in the
+        // transaction only reports that it was aborted, and may come back first.
+        locked?;
+        inserted?;
+        updated?;
         // After the batch's shares: the share that found the block counts before it.
         if self.batch.ops.iter().any(Op::starts_block_epoch) {
             tx.execute(NEXT_EPOCH, &[]).await?;
