@@ -4,20 +4,21 @@
 //! real encoders: V1's lines, V2's encrypted frames).
 
 use std::hint::black_box;
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bitcoin::hashes::Hash;
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use quarry_pool::jobs::V2Frames;
+use quarry_pool::session::v2::frames;
 use quarry_pool::tls::{CertSource, Tls};
 use quarry_protocol::fields::{HexBytes, HexU32Be, PrevHash, RawHash};
 use quarry_protocol::jsonrpc::{result_line, Id};
 use quarry_protocol::messages::{ClientRequest, Notify, ServerMessage, Submit};
-use quarry_protocol::sv2::binary_sv2::{Seq0255, Sv2Option, B032, B064K, U256};
-use quarry_protocol::sv2::mining_sv2::{
-    NewExtendedMiningJob, SetNewPrevHash, SubmitSharesExtended, SubmitSharesSuccess,
-};
+use quarry_protocol::sv2::binary_sv2::B032;
+use quarry_protocol::sv2::mining_sv2::{SubmitSharesExtended, SubmitSharesSuccess};
 use quarry_protocol::sv2::{AnyMessage, AuthorityKeypair, Incoming, Mining, NoiseCodec};
 use quarry_protocol::Extranonce;
 use tokio_util::codec::Decoder;
@@ -65,19 +66,7 @@ fn handshake(c: &mut Criterion) {
         dir: dir.path().to_owned(),
     })
     .unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(dir.path().join("tls-cert.pem")).unwrap();
-    for cert in rustls_pemfile::certs(&mut &pem[..]) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let connector = tokio_rustls::TlsConnector::from(client_config(dir.path()));
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -115,37 +104,18 @@ fn notify() -> Notify {
     }
 }
 
-fn v2_job(codec: &mut NoiseCodec, job: &Notify, new_tip: bool) -> usize {
-    let branch: Vec<U256<'_>> = job.merkle_branch.iter().map(|h| U256::from(&h.0)).collect();
-    let message = NewExtendedMiningJob {
-        channel_id: 1,
-        job_id: 7,
-        min_ntime: Sv2Option::new((!new_tip).then_some(job.ntime.0)),
-        version: job.version.0,
-        version_rolling_allowed: true,
-        merkle_path: Seq0255::new(branch).unwrap(),
-        coinbase_tx_prefix: B064K::new(&job.coinb1.0).unwrap(),
-        coinbase_tx_suffix: B064K::new(&job.coinb2.0).unwrap(),
-    };
-    let mut bytes = codec
-        .encode(AnyMessage::Mining(Mining::NewExtendedMiningJob(message)))
-        .unwrap()
-        .len();
+/// The bytes one channel is sent for `job`: the pool's frames, encrypted.
+fn v2_job(codec: &mut NoiseCodec, frames: &V2Frames, new_tip: bool) -> usize {
     if new_tip {
-        let prev = [7u8; 32];
-        let message = SetNewPrevHash {
-            channel_id: 1,
-            job_id: 7,
-            prev_hash: U256::from(&prev),
-            min_ntime: job.ntime.0,
-            nbits: job.nbits.0,
-        };
-        bytes += codec
-            .encode(AnyMessage::Mining(Mining::SetNewPrevHash(message)))
-            .unwrap()
-            .len();
+        codec.encode_shared(&frames.future_job, 1).unwrap().len()
+            + codec.encode_shared(&frames.prev_hash, 1).unwrap().len()
+    } else {
+        codec.encode_shared(&frames.job, 1).unwrap().len()
     }
-    bytes
+}
+
+fn v2_frames(job: &Notify) -> V2Frames {
+    frames(7, job, &bitcoin::BlockHash::from_byte_array([7; 32]))
 }
 
 /// Prints the bytes on the wire per job and per share, V1 (plain and TLS) and V2.
@@ -200,12 +170,12 @@ fn wire_sizes() {
     println!(
         "  new-block job: V1 {v1_job}, V1/TLS {}, V2 {}",
         tls(v1_job),
-        v2_job(&mut pool, &job, true)
+        v2_job(&mut pool, &v2_frames(&job), true)
     );
     println!(
         "  refresh job:   V1 {v1_job}, V1/TLS {}, V2 {}",
         tls(v1_job),
-        v2_job(&mut pool, &job, false)
+        v2_job(&mut pool, &v2_frames(&job), false)
     );
     println!(
         "  share + ack:   V1 {} ({submit} + {ack}), V1/TLS {}, V2 {} ({v2_share} + {v2_ack}; one ack per commit batch)",
@@ -219,18 +189,78 @@ fn sizes(_: &mut Criterion) {
     wire_sizes();
 }
 
-/// What one V2 channel costs per new block: its job and prev hash built, serialized
-/// and encrypted (a V1 session shares one serialized line and only writes it).
+/// What one connection costs the pool per new block before the kernel: a V2
+/// channel's frames encrypted (they are serialized once per job), a V1 session's
+/// line (serialized once per job) sealed into a TLS record.
 fn fanout(c: &mut Criterion) {
     let keys = AuthorityKeypair::generate();
     let (mut pool, _miner) = connected(&keys);
     let job = notify();
-    c.bench_function(
-        "sv2: one channel's new-block job, built and encrypted",
-        |b| {
-            b.iter(|| v2_job(&mut pool, black_box(&job), true));
-        },
-    );
+    let frames = v2_frames(&job);
+    c.bench_function("sv2: one channel's new-block job, encrypted", |b| {
+        b.iter(|| v2_job(&mut pool, black_box(&frames), true));
+    });
+    let line = ServerMessage::Notify(job).to_line(&Id::Null);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, _client) = tls_pair(dir.path());
+    let mut wire = Vec::with_capacity(4096);
+    c.bench_function("tls: one session's new-block job, encrypted", |b| {
+        b.iter(|| {
+            server
+                .writer()
+                .write_all(black_box(line.as_bytes()))
+                .unwrap();
+            wire.clear();
+            while server.wants_write() {
+                server.write_tls(&mut wire).unwrap();
+            }
+            wire.len()
+        });
+    });
+}
+
+/// A pool-side TLS connection (the pool's own certificate) and its client, after
+/// the handshake.
+fn tls_pair(dir: &std::path::Path) -> (rustls::ServerConnection, rustls::ClientConnection) {
+    let tls = Tls::load(CertSource::SelfSigned {
+        dir: dir.to_owned(),
+    })
+    .unwrap();
+    let mut server = rustls::ServerConnection::new(tls.acceptor().config().clone()).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut client = rustls::ClientConnection::new(client_config(dir), name).unwrap();
+    while server.is_handshaking() || client.is_handshaking() {
+        let mut bytes = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut bytes).unwrap();
+        }
+        server.read_tls(&mut &bytes[..]).unwrap();
+        server.process_new_packets().unwrap();
+        bytes.clear();
+        while server.wants_write() {
+            server.write_tls(&mut bytes).unwrap();
+        }
+        client.read_tls(&mut &bytes[..]).unwrap();
+        client.process_new_packets().unwrap();
+    }
+    (server, client)
+}
+
+/// A client trusting the certificate the pool made in `dir`.
+fn client_config(dir: &std::path::Path) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(dir.join("tls-cert.pem")).unwrap();
+    for cert in rustls_pemfile::certs(&mut &pem[..]) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Arc::new(config)
 }
 
 criterion_group!(benches, sizes, handshake, fanout);

@@ -8,7 +8,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use quarry_pool::chain::{ChainParams, EmbeddedChain};
 use quarry_pool::jobs::JobBook;
 use quarry_pool::reward::JobPayouts;
-use quarry_pool::validate::{validate, SessionTerms};
+use quarry_pool::validate::{validate, Proposal, SessionTerms};
 use quarry_protocol::messages::ClientRequest;
 use quarry_protocol::{Difficulty, Extranonce};
 use serde_json::json;
@@ -55,7 +55,7 @@ fn share_validation(c: &mut Criterion) {
             else {
                 panic!("submit parses");
             };
-            let verdict = validate(&book, black_box(&submit), &terms);
+            let verdict = validate(&book, &Proposal::from(black_box(&submit)), &terms);
             assert!(verdict.outcome.is_ok());
             verdict
         });

@@ -9,15 +9,16 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use bitcoin::{ScriptBuf, Target};
 use dashmap::{DashMap, DashSet};
-use quarry_protocol::fields::{HexBytes, HexU32Be, JobId, PrevHash, RawHash};
+use quarry_protocol::fields::{HexBytes, HexU32Be, PrevHash, RawHash};
 use quarry_protocol::jsonrpc::Id;
 use quarry_protocol::messages::{Notify, ServerMessage};
 use quarry_protocol::share::coinbase;
+use quarry_protocol::sv2::SharedFrame;
 use quarry_protocol::target::{network_difficulty, target_from_nbits};
 use quarry_protocol::{Extranonce, WireLine};
 use tokio::sync::watch;
@@ -133,6 +134,19 @@ pub struct Face {
     /// The same notify with `clean_jobs = true`, for a session on another tip (or
     /// none yet).
     pub clean_line: Arc<WireLine>,
+    /// The job as Stratum V2 frames, made when a V2 channel first needs them.
+    pub v2: OnceLock<V2Frames>,
+}
+
+/// A face as Stratum V2 sends it to every extended channel (each frame
+/// serialized once; a channel's encryption puts its id in).
+pub struct V2Frames {
+    /// `NewExtendedMiningJob` on the channel's tip (with `min_ntime`).
+    pub job: SharedFrame,
+    /// The same as a future job, for a channel on another tip...
+    pub future_job: SharedFrame,
+    /// ...and the `SetNewPrevHash` that activates it (for standard channels too).
+    pub prev_hash: SharedFrame,
 }
 
 impl Face {
@@ -160,6 +174,7 @@ impl Face {
             clean_line: line(true),
             coinbase,
             notify,
+            v2: OnceLock::new(),
         }
     }
 
@@ -271,10 +286,9 @@ impl JobBook {
         self.jobs.write().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    /// The job a miner names by `id` (its own id or a variant of it), if still
+    /// The job a miner names by `wire` (its own id or a variant's), if still
     /// known.
-    pub fn get(&self, id: &JobId) -> Option<JobRef> {
-        let wire = u64::from_str_radix(id.as_str(), 16).ok()?;
+    pub fn get(&self, wire: u64) -> Option<JobRef> {
         let variant = u16::try_from(wire >> VARIANT_SHIFT).ok()?;
         let job = self
             .jobs
@@ -488,7 +502,8 @@ mod tests {
             panic!("not a notify: {line}");
         };
         assert!(notify.clean_jobs);
-        let named = book.get(&notify.job_id).expect("the variant names the job");
+        let named = u64::from_str_radix(notify.job_id.as_str(), 16).unwrap();
+        let named = book.get(named).expect("the variant names the job");
         assert_eq!(
             (named.wire, named.variant, named.job.id),
             (wire, 3, current.job.id)

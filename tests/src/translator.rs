@@ -35,6 +35,8 @@ pub struct Setup<'a> {
     /// The hashrate it assumes per miner, and the share rate it aims at downstream.
     pub miner_hashrate: f64,
     pub shares_per_minute: f64,
+    /// Extensions it requires of the pool (and so asks for after set-up).
+    pub required_extensions: &'a [u16],
 }
 
 /// The binary, or `None` (having said why) when the variable is unset.
@@ -54,6 +56,7 @@ impl Translator {
     /// translator; returns once it listens for V1 miners.
     pub fn start(binary: &Path, dir: &Path, setup: &Setup<'_>) -> Translator {
         let port = free_port();
+        let extensions = setup.required_extensions;
         let config = format!(
             "downstream_address = \"127.0.0.1\"\n\
              downstream_port = {port}\n\
@@ -62,7 +65,8 @@ impl Translator {
              downstream_extranonce2_size = {}\n\
              verify_payout = false\n\
              aggregate_channels = {}\n\
-             supported_extensions = []\n\
+             supported_extensions = {extensions:?}\n\
+             required_extensions = {extensions:?}\n\
              \n\
              [downstream_difficulty_config]\n\
              min_individual_miner_hashrate = {:.1}\n\

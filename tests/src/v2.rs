@@ -8,14 +8,16 @@ use bitcoin::hashes::Hash;
 use futures_util::StreamExt;
 use quarry_protocol::fields::{HexBytes, HexU32Be, PrevHash, RawHash};
 use quarry_protocol::messages::Notify;
-use quarry_protocol::sv2::binary_sv2::{B032, U256};
+use quarry_protocol::sv2::binary_sv2::{Seq064K, B032, U256};
 use quarry_protocol::sv2::common_messages_sv2::{Protocol, SetupConnection};
+use quarry_protocol::sv2::extensions_sv2::RequestExtensions;
 use quarry_protocol::sv2::mining_sv2::{
     OpenExtendedMiningChannel, OpenStandardMiningChannel, SubmitSharesExtended,
     SubmitSharesStandard,
 };
 use quarry_protocol::sv2::{
-    AnyMessage, AuthorityPublicKey, CommonMessages, Incoming, Mining, NoiseCodec, Sv2Error,
+    AnyMessage, AuthorityPublicKey, CommonMessages, Extensions, ExtensionsNegotiation, Incoming,
+    Mining, NoiseCodec, Sv2Error,
 };
 use quarry_protocol::{Difficulty, Extranonce};
 use tokio::io::AsyncWriteExt;
@@ -76,6 +78,16 @@ pub enum Reply {
         code: String,
     },
     UpdateError(String),
+    /// `RequestExtensions.Success`: the extensions the pool speaks.
+    ExtensionsSupported {
+        request: u16,
+        supported: Vec<u16>,
+    },
+    /// `RequestExtensions.Error`: those it does not.
+    ExtensionsRefused {
+        request: u16,
+        unsupported: Vec<u16>,
+    },
     Other(String),
 }
 
@@ -173,6 +185,19 @@ impl V2Client {
             replies.push(reply);
         }
         replies
+    }
+
+    /// `RequestExtensions` number `request` for `extensions`.
+    pub async fn request_extensions(&mut self, request: u16, extensions: &[u16]) {
+        let message = RequestExtensions {
+            request_id: request,
+            requested_extensions: Seq064K::new(extensions.to_vec()).expect("a short list"),
+        };
+        let message = ExtensionsNegotiation::RequestExtensions(message);
+        self.send(AnyMessage::Extensions(Extensions::ExtensionsNegotiation(
+            message,
+        )))
+        .await;
     }
 
     /// `SetupConnection` for `protocol` with `flags`.
@@ -390,6 +415,17 @@ fn reply(message: AnyMessage<'_>) -> Reply {
         AnyMessage::Mining(Mining::UpdateChannelError(e)) => {
             Reply::UpdateError(e.error_code.as_utf8_or_hex())
         }
+        AnyMessage::Extensions(Extensions::ExtensionsNegotiation(m)) => match m {
+            ExtensionsNegotiation::RequestExtensionsSuccess(m) => Reply::ExtensionsSupported {
+                request: m.request_id,
+                supported: m.supported_extensions.into_inner(),
+            },
+            ExtensionsNegotiation::RequestExtensionsError(m) => Reply::ExtensionsRefused {
+                request: m.request_id,
+                unsupported: m.unsupported_extensions.into_inner(),
+            },
+            other => Reply::Other(format!("{other:?}")),
+        },
         other => Reply::Other(format!("{other:?}")),
     }
 }

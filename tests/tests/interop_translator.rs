@@ -10,6 +10,8 @@
 //!   are accepted by the pool, and the chain's blocks are found through V2.
 //! - On a Bitcoin Core regtest node (`BITCOIND`): blocks found through the
 //!   translator are accepted by the node and are in its best chain.
+//! - A translator requiring an extension the pool does not speak is told so by the
+//!   pool's answer to its extension request, and fails over.
 //!
 //! Skipped when a program is missing, unless `QUARRY_REQUIRE_PEERS` is set.
 
@@ -51,6 +53,7 @@ fn setup(pool: &PoolProcess, aggregate: bool) -> Setup<'_> {
         // A one-thread CPU miner makes ~10 MH/s.
         miner_hashrate: 10_000_000.0,
         shares_per_minute: 60.0,
+        required_extensions: &[],
     }
 }
 
@@ -79,6 +82,42 @@ fn start_miners(
         miners.push((*name, worker_name, miner));
     }
     miners
+}
+
+/// A translator that requires an extension the pool does not speak (2, worker-specific
+/// hashrate tracking) asks for it after set-up; the pool's `RequestExtensions.Error`
+/// names it, and the translator, reading it, fails over as it should (here to no other
+/// pool) instead of finding its connection cut.
+#[test]
+fn a_translator_requiring_an_extension_the_pool_lacks_is_told_so() {
+    let Some(binary) = translator::binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pool = PoolProcess::start(&dir.path().join("pool"), &[]);
+    let setup = Setup {
+        required_extensions: &[2],
+        ..setup(&pool, false)
+    };
+    let translator = Translator::start(&binary, dir.path(), &setup);
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Ok(line) = translator
+        .lines
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+    {
+        let done = line.contains("Server does not support our required extensions [2]");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let transcript = seen.join("\n");
+    assert!(
+        transcript.contains("Extension negotiation error: unsupported=[2], required_by_server=[]"),
+        "the translator did not read the pool's answer:\n{transcript}"
+    );
+    assert!(!transcript.contains("UnexpectedMessage"), "{transcript}");
 }
 
 #[test]

@@ -287,6 +287,33 @@ async fn channels_are_refused_with_their_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extension_requests_are_answered_and_the_connection_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = pool(&dir);
+    let mut client = connected(&pool).await;
+    client.setup().await;
+    // Worker-specific hashrate tracking (2) and an unassigned one are not spoken.
+    client.request_extensions(7, &[1, 2, 0x4000]).await;
+    assert_eq!(
+        client.recv().await,
+        Some(Reply::ExtensionsRefused {
+            request: 7,
+            unsupported: vec![2, 0x4000]
+        })
+    );
+    // The negotiation itself is.
+    client.request_extensions(8, &[1]).await;
+    assert_eq!(
+        client.recv().await,
+        Some(Reply::ExtensionsSupported {
+            request: 8,
+            supported: vec![1]
+        })
+    );
+    let (_, _, _, _, _, _) = extended(&mut client, "alice.ext").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_closes_only_its_own_connection() {
     let dir = tempfile::tempdir().unwrap();
     let pool = pool(&dir);

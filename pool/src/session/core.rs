@@ -11,7 +11,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures_util::stream::FuturesUnordered;
-use quarry_protocol::messages::Submit;
 use quarry_protocol::reject::{ErrorCode, StratumError};
 use quarry_protocol::Difficulty;
 use tokio::time::Instant;
@@ -24,7 +23,7 @@ use crate::jobs::{Announcement, Face};
 use crate::ledger::{AcceptedShare, LedgerError, RejectKind};
 use crate::limits::Budgets;
 use crate::reward::{Payee, Scheme};
-use crate::validate::{validate, SessionTerms, Solved};
+use crate::validate::{validate, Proposal, SessionTerms, Solved};
 use crate::vardiff::{Vardiff, VardiffConfig};
 
 /// The most shares a connection may have waiting for their commit.
@@ -227,7 +226,7 @@ impl<R: Send + 'static> Core<R> {
     pub fn judge(
         &mut self,
         worker: Arc<WorkerStats>,
-        submit: &Submit,
+        submit: &Proposal,
         terms: &Terms,
         extranonce2_size: usize,
         reply: R,

@@ -23,6 +23,7 @@ use crate::accounting::now_ms;
 use crate::context::Context;
 use crate::jobs::{Announcement, Face};
 use crate::ledger::RejectKind;
+use crate::validate::Proposal;
 
 /// A session's first read buffer: a subscribe, an authorize or a submit fits.
 const READ_BUFFER: usize = 512;
@@ -391,7 +392,11 @@ impl Session {
         };
         let en2_size = self.core.ctx.config.extranonce2_size;
         let answer = (!id.is_null()).then(|| id.clone());
-        if let Err((_, error)) = self.core.judge(worker, &submit, &self.terms, en2_size, id) {
+        let proposal = Proposal::from(&submit);
+        if let Err((_, error)) = self
+            .core
+            .judge(worker, &proposal, &self.terms, en2_size, id)
+        {
             if let Some(id) = answer {
                 self.out.push(error_line(&id, &error).into());
             }

@@ -26,6 +26,30 @@ pub struct Solved {
 /// Seconds ntime may run ahead of the job's ntime (ckpool's window).
 pub const NTIME_AHEAD: u32 = 7000;
 
+/// A share as either protocol proposes it: the job by the id the pool sent it
+/// under (`None`: the miner named no job of ours) and the header fields the
+/// miner chose.
+pub struct Proposal {
+    pub wire: Option<u64>,
+    pub extranonce2: Extranonce,
+    pub ntime: u32,
+    pub nonce: u32,
+    /// The version bits the miner rolled (0: none).
+    pub version_bits: u32,
+}
+
+impl From<&Submit> for Proposal {
+    fn from(submit: &Submit) -> Proposal {
+        Proposal {
+            wire: u64::from_str_radix(submit.job_id.as_str(), 16).ok(),
+            extranonce2: submit.extranonce2,
+            ntime: submit.ntime.0,
+            nonce: submit.nonce.0,
+            version_bits: submit.version_bits.map_or(0, |b| b.0),
+        }
+    }
+}
+
 /// What the session knows that validation needs.
 pub struct SessionTerms<'a> {
     pub extranonce1: Extranonce,
@@ -93,7 +117,7 @@ fn reject(
 }
 
 /// Judges `submit` under `terms` against the jobs in `book`.
-pub fn validate(book: &JobBook, submit: &Submit, terms: &SessionTerms<'_>) -> Verdict {
+pub fn validate(book: &JobBook, submit: &Proposal, terms: &SessionTerms<'_>) -> Verdict {
     if submit.extranonce2.len() != terms.extranonce2_size {
         return reject(
             RejectKind::Malformed,
@@ -105,16 +129,19 @@ pub fn validate(book: &JobBook, submit: &Submit, terms: &SessionTerms<'_>) -> Ve
             ),
         );
     }
-    let Some(JobRef { job, variant, wire }) = book.get(&submit.job_id) else {
+    let Some(JobRef { job, variant, wire }) = submit.wire.and_then(|wire| book.get(wire)) else {
         return reject(RejectKind::Stale, ErrorCode::JobNotFound, "job not found");
     };
-    let bits = submit.version_bits.map_or(0, |b| b.0);
-    let version = match rolled_version(job.notify.version.0, terms.version_mask, bits) {
+    let version = match rolled_version(
+        job.notify.version.0,
+        terms.version_mask,
+        submit.version_bits,
+    ) {
         Ok(version) => version,
         Err(err) => return reject(RejectKind::Malformed, ErrorCode::Other, err.to_string()),
     };
     let job_ntime = job.notify.ntime.0;
-    let ntime = submit.ntime.0;
+    let ntime = submit.ntime;
     if ntime < job_ntime || ntime - job_ntime > NTIME_AHEAD {
         return reject(
             RejectKind::Malformed,
@@ -127,7 +154,7 @@ pub fn validate(book: &JobBook, submit: &Submit, terms: &SessionTerms<'_>) -> Ve
         extranonce1: terms.extranonce1,
         extranonce2: submit.extranonce2,
         ntime,
-        nonce: submit.nonce.0,
+        nonce: submit.nonce,
         version,
     };
     let face = match terms.held.filter(|face| face.job_id == job.id) {

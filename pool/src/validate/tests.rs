@@ -11,7 +11,7 @@ use quarry_protocol::share::{header_hash, rolled_version, ShareFields};
 use quarry_protocol::target::meets_target;
 use quarry_protocol::{Difficulty, Extranonce};
 
-use super::{validate, SessionTerms, NTIME_AHEAD};
+use super::{validate, Proposal, SessionTerms, NTIME_AHEAD};
 use crate::chain::{ChainParams, EmbeddedChain};
 use crate::jobs::JobBook;
 use crate::ledger::RejectKind;
@@ -105,13 +105,13 @@ proptest! {
             version_bits: version_bits.map(HexU32Be),
         };
         let terms = terms(if rolling { POOL_MASK } else { 0 }, difficulty);
-        let verdict = validate(&book, &submit, &terms);
+        let verdict = validate(&book, &Proposal::from(&submit), &terms);
         prop_assert!(verdict.block.is_none());
         let got = verdict.outcome.as_ref().map(|_| ()).map_err(|(kind, err)| (*kind, err.code));
         prop_assert_eq!(got, expected(&book, &submit, &terms));
         if verdict.outcome.is_ok() {
             // The same share again, however it is spelled, is a duplicate.
-            let again = validate(&book, &submit, &terms);
+            let again = validate(&book, &Proposal::from(&submit), &terms);
             let (kind, err) = again.outcome.err().expect("a resubmission is refused");
             prop_assert_eq!((kind, err.code), (RejectKind::Duplicate, ErrorCode::Duplicate));
         }
@@ -129,12 +129,18 @@ fn an_unknown_job_is_not_found() {
         nonce: HexU32Be(0),
         version_bits: None,
     };
-    let verdict = validate(&book, &submit, &terms(0, 1e-12));
-    let (kind, err) = verdict.outcome.err().expect("refused");
-    assert_eq!(
-        (kind, err.code),
-        (RejectKind::Stale, ErrorCode::JobNotFound)
-    );
+    for job_id in ["ffff", "not-hex", "1ffffffffffffffff"] {
+        submit.job_id = job_id.parse().expect("a job id");
+        let verdict = validate(&book, &Proposal::from(&submit), &terms(0, 1e-12));
+        let (kind, err) = verdict.outcome.err().expect("refused");
+        assert_eq!(
+            (kind, err.code),
+            (RejectKind::Stale, ErrorCode::JobNotFound),
+            "{job_id}"
+        );
+    }
     submit.job_id = book.current().job.notify.job_id.clone();
-    assert!(validate(&book, &submit, &terms(0, 1e-12)).outcome.is_ok());
+    assert!(validate(&book, &Proposal::from(&submit), &terms(0, 1e-12))
+        .outcome
+        .is_ok());
 }

@@ -10,12 +10,14 @@ use codec_sv2::{
     Decoded, Decrypted, Handshake, MessageFrame, NoiseDecoder, NoiseEncoder, TransportDecryptState,
     TransportEncryptState,
 };
+use framing_sv2::framing::EncodableFrame;
 use framing_sv2::header::Header;
 use noise_sv2::{Initiator, Responder, ELLSWIFT_ENCODING_SIZE};
 use parsers_sv2::AnyMessage;
 use tokio_util::codec::Decoder;
 
 use super::keys::{AuthorityKeypair, AuthorityPublicKey};
+use super::shared::SharedFrame;
 use super::Sv2Error;
 
 /// What the peer's bytes amounted to.
@@ -146,11 +148,27 @@ impl NoiseCodec {
     /// # Errors
     /// Before the handshake completed, or a message too large for a frame.
     pub fn encode(&mut self, message: AnyMessage<'_>) -> Result<Vec<u8>, Sv2Error> {
+        let frame =
+            MessageFrame::try_from(message).map_err(|err| Sv2Error::Encode(format!("{err:?}")))?;
+        self.encrypt(frame)
+    }
+
+    /// Encrypts `frame` for `channel_id` into one frame's bytes.
+    ///
+    /// # Errors
+    /// Before the handshake completed.
+    pub fn encode_shared(
+        &mut self,
+        frame: &SharedFrame,
+        channel_id: u32,
+    ) -> Result<Vec<u8>, Sv2Error> {
+        self.encrypt(frame.on(channel_id))
+    }
+
+    fn encrypt(&mut self, frame: impl EncodableFrame) -> Result<Vec<u8>, Sv2Error> {
         let State::Transport { encrypt, .. } = &mut self.state else {
             return Err(Sv2Error::NotEstablished);
         };
-        let frame =
-            MessageFrame::try_from(message).map_err(|err| Sv2Error::Encode(format!("{err:?}")))?;
         self.encoder
             .encode_transport(frame, encrypt)
             .map_err(|err| Sv2Error::Encode(format!("{err:?}")))

@@ -1,16 +1,22 @@
-//! Stratum V2 without IO: the Noise NX transport ([`codec`]) and authority keys
-//! ([`keys`]). Messages and their encoding are SRI's crates, re-exported here so
-//! the pool, the miner and the tests name one version of them.
+//! Stratum V2 without IO: the Noise NX transport ([`codec`]), authority keys
+//! ([`keys`]) and frames serialized once for many channels ([`shared`]).
+//! Messages and their encoding are SRI's crates, re-exported here so the pool,
+//! the miner and the tests name one version of them.
 
 pub mod codec;
 pub mod keys;
+pub mod shared;
 
 pub use binary_sv2;
 pub use codec::{Frame, Incoming, NoiseCodec};
 pub use common_messages_sv2;
+pub use extensions_sv2;
 pub use keys::{AuthorityKeypair, AuthorityPublicKey, KeyError};
 pub use mining_sv2;
-pub use parsers_sv2::{self, AnyMessage, CommonMessages, Mining};
+pub use parsers_sv2::{
+    self, AnyMessage, CommonMessages, Extensions, ExtensionsNegotiation, Mining,
+};
+pub use shared::SharedFrame;
 
 /// Why a V2 connection cannot go on.
 #[derive(Debug, thiserror::Error)]

@@ -135,7 +135,12 @@ pub struct HoldResult {
     /// (RSS after the jobs went out − RSS before connecting) / connections held.
     pub pool_rss_kib_per_connection: Option<f64>,
     pub pool_cpu_seconds: Option<f64>,
+    /// The pool's CPU time from the first block's trigger until the last block's
+    /// job arrived, per connection held and block: what fanning a job out costs.
+    pub pool_fanout_cpu_us: Option<f64>,
     pub load_cpu_seconds: f64,
+    /// The same for this process, which reads (and for V2 decrypts) every job.
+    pub load_fanout_cpu_us: f64,
 }
 
 impl HoldResult {
@@ -192,7 +197,18 @@ impl fmt::Display for HoldResult {
         if let Some(cpu) = self.pool_cpu_seconds {
             writeln!(f, "  pool CPU: {cpu:.2} s")?;
         }
-        writeln!(f, "  load generator CPU: {:.2} s", self.load_cpu_seconds)
+        if let Some(fanout) = self.pool_fanout_cpu_us {
+            writeln!(
+                f,
+                "  pool CPU per connection per block during fan-out: {fanout:.2} µs"
+            )?;
+        }
+        writeln!(f, "  load generator CPU: {:.2} s", self.load_cpu_seconds)?;
+        writeln!(
+            f,
+            "  load generator CPU per connection per block during fan-out: {:.2} µs",
+            self.load_fanout_cpu_us
+        )
     }
 }
 
@@ -255,6 +271,7 @@ pub async fn run(args: &HoldArgs) -> anyhow::Result<HoldResult> {
     let connected = handshakes.len();
     let rss_connected = pool.map(|p| p.rss_kib()).transpose()?;
 
+    let fanout_cpu_start = (pool.map(|p| p.cpu()).transpose()?, own_cpu()?);
     let mut rounds = Vec::with_capacity(args.blocks);
     let (mut all_from_trigger, mut all_spread) = (Vec::new(), Vec::new());
     for _ in 0..args.blocks {
@@ -296,11 +313,19 @@ pub async fn run(args: &HoldArgs) -> anyhow::Result<HoldResult> {
             spread: Percentiles::of(&mut spread),
         });
     }
-    let rss_after = pool.map(|p| p.rss_kib()).transpose()?;
-    let pool_cpu = match (pool, pool_cpu_start) {
-        (Some(p), Some(start)) => Some(p.cpu()?.saturating_sub(start).as_secs_f64()),
-        _ => None,
+    let per_job = |cpu: Duration| {
+        let jobs = (args.blocks * connected).max(1);
+        cpu.as_secs_f64() * 1e6 / jobs as f64
     };
+    let load_fanout_cpu_us = per_job(own_cpu()?.saturating_sub(fanout_cpu_start.1));
+    let pool_cpu_now = pool.map(|p| p.cpu()).transpose()?;
+    let pool_fanout_cpu_us = pool_cpu_now
+        .zip(fanout_cpu_start.0)
+        .map(|(now, start)| per_job(now.saturating_sub(start)));
+    let rss_after = pool.map(|p| p.rss_kib()).transpose()?;
+    let pool_cpu = pool_cpu_now
+        .zip(pool_cpu_start)
+        .map(|(now, start)| now.saturating_sub(start).as_secs_f64());
     if args.hold > 0.0 {
         // Holding the connections is the workload here, not a synchronization.
         tokio::time::sleep(Duration::from_secs_f64(args.hold)).await;
@@ -334,7 +359,9 @@ pub async fn run(args: &HoldArgs) -> anyhow::Result<HoldResult> {
         pool_rss_kib_after_jobs: rss_after,
         pool_rss_kib_per_connection: per_connection,
         pool_cpu_seconds: pool_cpu,
+        pool_fanout_cpu_us,
         load_cpu_seconds: own_cpu()?.saturating_sub(load_cpu_start).as_secs_f64(),
+        load_fanout_cpu_us,
     })
 }
 

@@ -1,18 +1,22 @@
 //! Jobs on a V2 channel: extended jobs (the coinbase around the channel's
 //! extranonce) or standard ones (the channel's merkle root), a new block as a
-//! future job activated by `SetNewPrevHash`, and `SetTarget` from vardiff.
+//! future job activated by `SetNewPrevHash`, and `SetTarget` from vardiff. What
+//! is the same on every channel (an extended job, a prev hash) is serialized
+//! once per job face and only encrypted per channel.
 
 use std::sync::Arc;
 
 use binary_sv2::{Seq0255, Sv2Option, B064K, U256};
 use bitcoin::hashes::Hash as _;
+use bitcoin::BlockHash;
 use mining_sv2::{NewExtendedMiningJob, NewMiningJob, SetNewPrevHash, SetTarget};
-use quarry_protocol::sv2::{binary_sv2, mining_sv2, AnyMessage, Mining, NoiseCodec};
+use quarry_protocol::messages::Notify;
+use quarry_protocol::sv2::{binary_sv2, mining_sv2, AnyMessage, Mining, NoiseCodec, SharedFrame};
 use quarry_protocol::Difficulty;
 use tokio::time::Instant;
 
 use super::{standard_extranonce2, Connection};
-use crate::jobs::{Announcement, Face};
+use crate::jobs::{Announcement, Face, V2Frames};
 
 /// The job id a V2 miner names: the low 32 bits of the pool's job id.
 pub(super) fn short_id(job: u64) -> u32 {
@@ -34,6 +38,48 @@ pub(super) fn full_id(newest: u64, short: u32) -> u64 {
 /// A target as V2 carries it: 256 bits, little-endian.
 pub(super) fn target_bytes(difficulty: Difficulty) -> [u8; 32] {
     difficulty.to_target().to_le_bytes()
+}
+
+/// A job as V2 frames, for any channel: `notify` is one of its faces, sent as
+/// V2 job `job_id` on top of `prev_hash`.
+pub fn frames(job_id: u32, notify: &Notify, prev_hash: &BlockHash) -> V2Frames {
+    let ntime = notify.ntime.0;
+    let branch: Vec<U256<'_>> = notify
+        .merkle_branch
+        .iter()
+        .map(|h| U256::from(&h.0))
+        .collect();
+    let extended = |min_ntime: Option<u32>| {
+        let message = NewExtendedMiningJob {
+            channel_id: 0,
+            job_id,
+            min_ntime: Sv2Option::new(min_ntime),
+            version: notify.version.0,
+            version_rolling_allowed: true,
+            merkle_path: Seq0255::new(branch.clone()).expect("a branch is short"),
+            coinbase_tx_prefix: B064K::new(&notify.coinb1.0).expect("coinbase fits"),
+            coinbase_tx_suffix: B064K::new(&notify.coinb2.0).expect("coinbase fits"),
+        };
+        shared(Mining::NewExtendedMiningJob(message))
+    };
+    let prev_hash = prev_hash.to_byte_array();
+    let prev_hash = SetNewPrevHash {
+        channel_id: 0,
+        job_id,
+        prev_hash: U256::from(&prev_hash),
+        min_ntime: ntime,
+        nbits: notify.nbits.0,
+    };
+    V2Frames {
+        job: extended(Some(ntime)),
+        future_job: extended(None),
+        prev_hash: shared(Mining::SetNewPrevHash(prev_hash)),
+    }
+}
+
+/// `message` serialized for every channel.
+fn shared(message: Mining<'_>) -> SharedFrame {
+    SharedFrame::new(AnyMessage::Mining(message)).expect("a job's frames fit")
 }
 
 impl Connection {
@@ -88,47 +134,30 @@ impl Connection {
         terms.remember(job.id);
         terms.last_job = Some(announcement.clone());
         terms.face = Some(face.clone());
-        let job_id = short_id(job.id);
-        let ntime = face.notify.ntime.0;
-        let min_ntime = Sv2Option::new((!new_tip).then_some(ntime));
-        let version = face.notify.version.0;
+        let frames = face
+            .v2
+            .get_or_init(|| frames(short_id(job.id), &face.notify, &job.template.prev_hash));
         if extended {
-            let branch: Vec<U256<'_>> = job.template.merkle_branch.iter().map(U256::from).collect();
-            let message = NewExtendedMiningJob {
-                channel_id: id,
-                job_id,
-                min_ntime,
-                version,
-                version_rolling_allowed: true,
-                merkle_path: Seq0255::new(branch).expect("a branch is short"),
-                coinbase_tx_prefix: B064K::new(&face.coinbase.coinb1).expect("coinbase fits"),
-                coinbase_tx_suffix: B064K::new(&face.coinbase.coinb2).expect("coinbase fits"),
+            let frame = if new_tip {
+                &frames.future_job
+            } else {
+                &frames.job
             };
-            self.send(
-                codec,
-                AnyMessage::Mining(Mining::NewExtendedMiningJob(message)),
-            );
+            self.send_shared(codec, frame, id);
         } else {
             let root = self.standard_root(id, &face, &job.template.merkle_branch);
+            let ntime = face.notify.ntime.0;
             let message = NewMiningJob {
                 channel_id: id,
-                job_id,
-                min_ntime,
-                version,
+                job_id: short_id(job.id),
+                min_ntime: Sv2Option::new((!new_tip).then_some(ntime)),
+                version: face.notify.version.0,
                 merkle_root: U256::from(&root),
             };
             self.send(codec, AnyMessage::Mining(Mining::NewMiningJob(message)));
         }
         if new_tip {
-            let prev_hash = job.template.prev_hash.to_byte_array();
-            let message = SetNewPrevHash {
-                channel_id: id,
-                job_id,
-                prev_hash: U256::from(&prev_hash),
-                min_ntime: ntime,
-                nbits: face.notify.nbits.0,
-            };
-            self.send(codec, AnyMessage::Mining(Mining::SetNewPrevHash(message)));
+            self.send_shared(codec, &frames.prev_hash, id);
         }
         new_tip
     }

@@ -18,11 +18,10 @@ use common_messages_sv2::{
 };
 use futures_util::StreamExt;
 use mining_sv2::{SubmitSharesError, SubmitSharesSuccess};
-use quarry_protocol::fields::{HexU32Be, JobId};
-use quarry_protocol::messages::Submit;
 use quarry_protocol::reject::ErrorCode;
 use quarry_protocol::sv2::{
-    common_messages_sv2, mining_sv2, AnyMessage, CommonMessages, Incoming, Mining, NoiseCodec,
+    common_messages_sv2, mining_sv2, AnyMessage, CommonMessages, Extensions, ExtensionsNegotiation,
+    Incoming, Mining, NoiseCodec, SharedFrame, Sv2Error,
 };
 use quarry_protocol::Extranonce;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -35,6 +34,7 @@ use super::flush;
 use crate::accounting::WorkerStats;
 use crate::context::Context;
 use crate::jobs::Announcement;
+use crate::validate::Proposal;
 
 /// The most encrypted bytes one incoming frame may take: the largest message a
 /// miner sends (`SetupConnection`, five strings of up to 255 bytes) fits many times.
@@ -53,8 +53,10 @@ type Ack = (u32, u32);
 
 mod acks;
 mod channels;
+mod extensions;
 mod jobs;
 
+pub use jobs::frames;
 use jobs::full_id;
 
 use acks::Acks;
@@ -206,7 +208,17 @@ impl Connection {
     }
 
     fn send(&mut self, codec: &mut NoiseCodec, message: AnyMessage<'_>) {
-        match codec.encode(message) {
+        let encoded = codec.encode(message);
+        self.queue(encoded);
+    }
+
+    fn send_shared(&mut self, codec: &mut NoiseCodec, frame: &SharedFrame, channel_id: u32) {
+        let encoded = codec.encode_shared(frame, channel_id);
+        self.queue(encoded);
+    }
+
+    fn queue(&mut self, encoded: Result<Vec<u8>, Sv2Error>) {
+        match encoded {
             Ok(bytes) => self.out.push(bytes),
             Err(err) => {
                 tracing::error!(%err, "cannot encode a message");
@@ -249,6 +261,9 @@ impl Connection {
             _ if !self.set_up => {
                 self.core.close = Some(format!("{name} before SetupConnection"));
             }
+            AnyMessage::Extensions(Extensions::ExtensionsNegotiation(
+                ExtensionsNegotiation::RequestExtensions(request),
+            )) => self.request_extensions(request, codec),
             AnyMessage::Mining(Mining::OpenStandardMiningChannel(open)) => {
                 self.open_standard(open, codec);
             }
@@ -349,20 +364,16 @@ impl Connection {
         if channel.extended != extended {
             return self.share_error(codec, channel_id, sequence, "invalid-channel-id");
         }
-        let newest = self.core.ctx.book.current().job.id;
-        let Ok(job_id) = format!("{:x}", full_id(newest, job_id)).parse::<JobId>() else {
-            return self.share_error(codec, channel_id, sequence, "invalid-job-id");
-        };
         let Some(extranonce2) = Extranonce::new(extranonce2) else {
             return self.share_error(codec, channel_id, sequence, "invalid-extranonce");
         };
-        let submit = Submit {
-            worker: channel.worker.name.to_string(),
-            job_id,
+        let newest = self.core.ctx.book.current().job.id;
+        let submit = Proposal {
+            wire: Some(full_id(newest, job_id)),
             extranonce2,
-            ntime: HexU32Be(ntime),
-            nonce: HexU32Be(nonce),
-            version_bits: Some(HexU32Be(version & channel.terms.version_mask)),
+            ntime,
+            nonce,
+            version_bits: version & channel.terms.version_mask,
         };
         let worker = channel.worker.clone();
         let size = self.core.ctx.config.extranonce2_size;

@@ -1,6 +1,6 @@
 use super::*;
 use common_messages_sv2::SetupConnectionSuccess;
-use mining_sv2::CloseChannel;
+use mining_sv2::{CloseChannel, SetNewPrevHash};
 use parsers_sv2::{CommonMessages, Mining};
 use proptest::prelude::*;
 
@@ -142,8 +142,65 @@ fn a_frame_over_the_limit_is_refused_before_it_is_buffered() {
     assert!(matches!(feed(&mut pool, &[0; 64]), Err(Sv2Error::Broken)));
 }
 
+fn prev_hash(channel_id: u32, job_id: u32, prev: &[u8; 32], nbits: u32) -> AnyMessage<'_> {
+    AnyMessage::Mining(Mining::SetNewPrevHash(SetNewPrevHash {
+        channel_id,
+        job_id,
+        prev_hash: prev.into(),
+        min_ntime: 1_700_000_000,
+        nbits,
+    }))
+}
+
+/// What the miner reads of `bytes`: one frame's header and payload.
+fn plaintext(miner: &mut NoiseCodec, bytes: &[u8]) -> (u8, Vec<u8>) {
+    let [Incoming::Frame(frame)] = &feed(miner, bytes).unwrap()[..] else {
+        panic!("not one frame");
+    };
+    (frame.msg_type(), frame.payload.clone())
+}
+
+#[test]
+fn only_channel_messages_are_shared() {
+    assert!(matches!(
+        SharedFrame::new(success()),
+        Err(Sv2Error::Encode(_))
+    ));
+    let (mut pool, mut miner) = pair();
+    let shared = SharedFrame::new(prev_hash(0, 5, &[3; 32], 0x207f_ffff)).unwrap();
+    for channel in [1, 77] {
+        let [Incoming::Frame(frame)] =
+            &mut feed(&mut miner, &pool.encode_shared(&shared, channel).unwrap()).unwrap()[..]
+        else {
+            panic!("no frame");
+        };
+        match frame.message().unwrap() {
+            AnyMessage::Mining(Mining::SetNewPrevHash(m)) => {
+                assert_eq!((m.channel_id, m.job_id), (channel, 5));
+                assert_eq!(m.prev_hash.to_array(), [3; 32]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// A frame serialized once and sent on a channel is the frame serialized for it.
+    #[test]
+    fn a_shared_frame_is_the_message_on_each_channel(
+        channel in any::<u32>(),
+        job in any::<u32>(),
+        prev in any::<[u8; 32]>(),
+        nbits in any::<u32>(),
+    ) {
+        let (mut pool, mut miner) = pair();
+        let shared = SharedFrame::new(prev_hash(0, job, &prev, nbits)).unwrap();
+        let once = pool.encode_shared(&shared, channel).unwrap();
+        let direct = pool.encode(prev_hash(channel, job, &prev, nbits)).unwrap();
+        prop_assert_eq!(plaintext(&mut miner, &once), plaintext(&mut miner, &direct));
+    }
 
     /// Arbitrary bytes in place of the handshake: an error or a wait, never a panic.
     #[test]
