@@ -112,6 +112,10 @@ fn print_banner(pool: &Pool) {
             "    downstream_extranonce2_size = {}",
             en2.saturating_sub(2).max(2)
         );
+        // Worker-specific hashrate tracking: an aggregating translator names each
+        // share's miner, and the pool credits that miner's worker.
+        println!("    supported_extensions = [2]");
+        println!("    required_extensions = [2]");
         println!("    [[upstreams]]");
         println!(
             "    address = \"{}\"",

@@ -17,7 +17,7 @@ use quarry_protocol::sv2::mining_sv2::{
 };
 use quarry_protocol::sv2::{
     AnyMessage, AuthorityPublicKey, CommonMessages, Extensions, ExtensionsNegotiation, Incoming,
-    Mining, NoiseCodec, Sv2Error,
+    Mining, NoiseCodec, Sv2Error, Tlv,
 };
 use quarry_protocol::{Difficulty, Extranonce};
 use tokio::io::AsyncWriteExt;
@@ -276,6 +276,19 @@ impl V2Client {
         job: u32,
         share: &Share,
     ) -> Vec<u8> {
+        self.encode_share_as(channel, sequence, job, share, None)
+    }
+
+    /// An extended-channel share naming `worker` (worker-specific hashrate
+    /// tracking's TLV field), encrypted.
+    pub fn encode_share_as(
+        &mut self,
+        channel: u32,
+        sequence: u32,
+        job: u32,
+        share: &Share,
+        worker: Option<&str>,
+    ) -> Vec<u8> {
         let extranonce = share.fields.extranonce2.as_bytes().to_vec();
         let submit = SubmitSharesExtended {
             channel_id: channel,
@@ -286,7 +299,15 @@ impl V2Client {
             version: share.fields.version,
             extranonce: B032::new(&extranonce).unwrap(),
         };
-        self.encode(AnyMessage::Mining(Mining::SubmitSharesExtended(submit)))
+        let message = AnyMessage::Mining(Mining::SubmitSharesExtended(submit));
+        let tlvs: Vec<Tlv> = worker
+            .map(|name| Tlv::new(2, 1, name.as_bytes().to_vec()))
+            .into_iter()
+            .collect();
+        self.read
+            .decoder_mut()
+            .encode_with_tlvs(message, &tlvs)
+            .expect("encodable")
     }
 
     /// Submits a standard-channel share.

@@ -10,6 +10,8 @@
 //!   are accepted by the pool, and the chain's blocks are found through V2.
 //! - On a Bitcoin Core regtest node (`BITCOIND`): blocks found through the
 //!   translator are accepted by the node and are in its best chain.
+//! - Aggregating its miners onto one channel with worker-specific hashrate tracking
+//!   (extension 2), the translator has each miner credited to its own worker.
 //! - A translator requiring an extension the pool does not speak is told so by the
 //!   pool's answer to its extension request, and fails over.
 //!
@@ -84,9 +86,9 @@ fn start_miners(
     miners
 }
 
-/// A translator that requires an extension the pool does not speak (2, worker-specific
-/// hashrate tracking) asks for it after set-up; the pool's `RequestExtensions.Error`
-/// names it, and the translator, reading it, fails over as it should (here to no other
+/// A translator that requires an extension the pool does not speak (0x4000, none
+/// assigned) asks for it after set-up; the pool's `RequestExtensions.Error` names
+/// it, and the translator, reading it, fails over as it should (here to no other
 /// pool) instead of finding its connection cut.
 #[test]
 fn a_translator_requiring_an_extension_the_pool_lacks_is_told_so() {
@@ -96,7 +98,7 @@ fn a_translator_requiring_an_extension_the_pool_lacks_is_told_so() {
     let dir = tempfile::tempdir().unwrap();
     let pool = PoolProcess::start(&dir.path().join("pool"), &[]);
     let setup = Setup {
-        required_extensions: &[2],
+        required_extensions: &[0x4000],
         ..setup(&pool, false)
     };
     let translator = Translator::start(&binary, dir.path(), &setup);
@@ -106,7 +108,7 @@ fn a_translator_requiring_an_extension_the_pool_lacks_is_told_so() {
         .lines
         .recv_timeout(deadline.saturating_duration_since(Instant::now()))
     {
-        let done = line.contains("Server does not support our required extensions [2]");
+        let done = line.contains("Server does not support our required extensions [16384]");
         seen.push(line);
         if done {
             break;
@@ -114,10 +116,96 @@ fn a_translator_requiring_an_extension_the_pool_lacks_is_told_so() {
     }
     let transcript = seen.join("\n");
     assert!(
-        transcript.contains("Extension negotiation error: unsupported=[2], required_by_server=[]"),
+        transcript
+            .contains("Extension negotiation error: unsupported=[16384], required_by_server=[]"),
         "the translator did not read the pool's answer:\n{transcript}"
     );
     assert!(!transcript.contains("UnexpectedMessage"), "{transcript}");
+}
+
+/// With worker-specific hashrate tracking (extension 2) negotiated, a translator
+/// aggregating its V1 miners onto one channel names each share's miner, and the
+/// pool credits every miner's own worker, not the proxy's one channel.
+#[test]
+fn an_aggregating_translator_has_each_miner_credited_to_its_own_worker() {
+    let Some(binary) = translator::binary() else {
+        return;
+    };
+    let peers = peers();
+    if peers.is_empty() {
+        return;
+    }
+    const SHARES: u64 = 30;
+    let dir = tempfile::tempdir().unwrap();
+    // Shares far easier than blocks, and no blocks (none turns shares stale).
+    let pool = PoolProcess::start(
+        &dir.path().join("pool"),
+        &[
+            "--start-difficulty",
+            "0.0005",
+            "--min-difficulty",
+            "0.0001",
+            "--max-difficulty",
+            "0.005",
+            "--share-interval",
+            "1",
+            "--chain-difficulty",
+            "1000",
+        ],
+    );
+    let setup = Setup {
+        required_extensions: &[2],
+        ..setup(&pool, true)
+    };
+    let translator = Translator::start(&binary, dir.path(), &setup);
+    let url = format!("stratum+tcp://{}", translator.downstream);
+    let cert = dir.path().join("unused-cert.pem");
+    let miners: Vec<_> = peers
+        .iter()
+        .enumerate()
+        .map(|(n, (name, binary))| {
+            let worker_name = format!("{ACCOUNT}.rig{n}");
+            let miner = Peer::start(binary, &url, &worker_name, &cert);
+            (*name, worker_name, miner)
+        })
+        .collect();
+    let started = Instant::now();
+    loop {
+        let counts: Vec<u64> = miners
+            .iter()
+            .map(|(_, name, _)| {
+                worker(&pool, name).map_or(0, |w| w["accepted"].as_u64().unwrap_or(0))
+            })
+            .collect();
+        if counts.iter().all(|&c| c >= SHARES) {
+            break;
+        }
+        assert!(
+            started.elapsed() < RUN_LIMIT,
+            "accepted {counts:?} after {RUN_LIMIT:?}; workers {}\n{}",
+            pool.api_get("/api/workers"),
+            translator.transcript().join("\n")
+        );
+        // Sampling the pool's view, not waiting for an event.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for (name, worker_name, _) in &miners {
+        let view = worker(&pool, worker_name).expect("the worker");
+        let accepted = view["accepted"].as_u64().unwrap_or(0);
+        let rejected = view["rejected"].as_u64().unwrap_or(0);
+        eprintln!(
+            "{name} via an aggregating translator_sv2 as {worker_name}: pool accepted {accepted}, rejected {rejected} {}",
+            view["rejected_by_reason"]
+        );
+        assert!(
+            accepted * 100 >= (accepted + rejected) * 99,
+            "{name}: {view}"
+        );
+    }
+    // Every share named its miner: the proxy's own worker has none.
+    let proxy =
+        worker(&pool, &format!("{ACCOUNT}.translator-proxy")).expect("the channel's worker");
+    assert_eq!(proxy["accepted"], 0, "{proxy}");
 }
 
 #[test]

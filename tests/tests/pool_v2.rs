@@ -286,31 +286,78 @@ async fn channels_are_refused_with_their_reason() {
     let (_, _, _, _, _, _) = extended(&mut client, "alice.ok").await;
 }
 
+/// Waits for the acknowledgement of every share up to `last`.
+async fn acknowledged(client: &mut V2Client, last: u32) {
+    client
+        .expect(|r| match r {
+            Reply::Success { last: l, .. } if *l == last => Some(()),
+            Reply::ShareError { .. } => panic!("a valid share was refused: {r:?}"),
+            _ => None,
+        })
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn extension_requests_are_answered_and_the_connection_goes_on() {
+async fn shares_naming_their_workers_are_credited_to_them_once_negotiated() {
     let dir = tempfile::tempdir().unwrap();
     let pool = pool(&dir);
     let mut client = connected(&pool).await;
     client.setup().await;
-    // Worker-specific hashrate tracking (2) and an unassigned one are not spoken.
-    client.request_extensions(7, &[1, 2, 0x4000]).await;
+    // Nothing the pool speaks: refused by name.
+    client.request_extensions(7, &[0x4000, 7]).await;
     assert_eq!(
         client.recv().await,
         Some(Reply::ExtensionsRefused {
             request: 7,
-            unsupported: vec![2, 0x4000]
+            unsupported: vec![0x4000, 7]
         })
     );
-    // The negotiation itself is.
-    client.request_extensions(8, &[1]).await;
+    // Shares naming a worker before worker-specific hashrate tracking (2) is
+    // negotiated are the channel's.
+    let (channel, prefix, size, difficulty, job, notify) =
+        extended(&mut client, "alice.proxy").await;
+    let en1 = quarry_protocol::Extranonce::new(&prefix).unwrap();
+    let mut grinder = Grinder::new(&notify, en1, extranonce(size, 1), difficulty, 0);
+    let mut sequence = 0;
+    let mut submit = |client: &mut V2Client, worker: Option<&str>| {
+        sequence += 1;
+        let bytes = client.encode_share_as(channel, sequence, job, &grinder.next(true), worker);
+        (bytes, sequence)
+    };
+    let (bytes, last) = submit(&mut client, Some("alice.rig1"));
+    client.send_raw(&bytes).await.unwrap();
+    acknowledged(&mut client, last).await;
+    client.request_extensions(8, &[1, 2, 0x4000]).await;
     assert_eq!(
-        client.recv().await,
-        Some(Reply::ExtensionsSupported {
+        client
+            .expect(|r| matches!(r, Reply::ExtensionsSupported { .. }).then(|| r.clone()))
+            .await,
+        Reply::ExtensionsSupported {
             request: 8,
-            supported: vec![1]
-        })
+            supported: vec![1, 2]
+        }
     );
-    let (_, _, _, _, _, _) = extended(&mut client, "alice.ext").await;
+    // Now each share is its worker's, of the channel's account (as SRI's
+    // translator names them, or whole): three for rig1, two for rig2, one
+    // unnamed, one naming a worker no pool would authorize.
+    for worker in [
+        Some("rig1"),
+        Some("alice.rig2"),
+        Some("alice.rig1"),
+        None,
+        Some("rig2"),
+        Some("rig1"),
+        Some("has space"),
+    ] {
+        let (bytes, last) = submit(&mut client, worker);
+        client.send_raw(&bytes).await.unwrap();
+        acknowledged(&mut client, last).await;
+    }
+    for (name, accepted) in [("alice.proxy", 3), ("alice.rig1", 3), ("alice.rig2", 2)] {
+        let view = worker(&pool, name).expect("the worker in the API");
+        assert_eq!(view["accepted"], accepted, "{name}: {view}");
+    }
+    assert!(worker(&pool, "alice.has%20space").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -154,21 +154,23 @@ impl<R: Send + 'static> Core<R> {
         self.close = Some(format!("banned: {reason}"));
     }
 
-    /// Authorizes `username` for `terms`: a valid name, and under solo mining an
-    /// address of this pool's network (one per set of terms, since all its workers
-    /// get the same jobs). Returns the worker, new or already known to `terms`.
+    /// Authorizes `username` for `terms`, which may have up to `max_workers`: a
+    /// valid name, and under solo mining an address of this pool's network (one
+    /// per set of terms, since all its workers get the same jobs). Returns the
+    /// worker, new or already known to `terms`.
     pub fn authorize(
         &mut self,
         terms: &mut Terms,
         username: &str,
+        max_workers: usize,
     ) -> Result<Arc<WorkerStats>, String> {
         check_worker_name(username)?;
         self.solo_payee(terms, username)?;
         if let Some(worker) = terms.workers.iter().find(|w| *w.name == *username) {
             return Ok(worker.clone());
         }
-        if terms.workers.len() >= MAX_WORKERS {
-            return Err("too many workers on one connection".to_owned());
+        if terms.workers.len() >= max_workers {
+            return Err(format!("more than {max_workers} workers"));
         }
         let accounting = &self.ctx.accounting;
         let worker = accounting.worker(username);
@@ -418,8 +420,8 @@ fn vardiff_config(ctx: &Context) -> VardiffConfig {
     }
 }
 
-/// The most worker names one connection (or V2 channel) may authorize.
-const MAX_WORKERS: usize = 64;
+/// The most worker names one V1 connection (or V2 channel) may authorize.
+pub const MAX_WORKERS: usize = 64;
 
 /// Checks an `account.worker` name: 1..=128 printable ASCII characters without
 /// quotes, slashes or backslashes, not starting with `.` or `_`.

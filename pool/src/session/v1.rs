@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
-use super::core::{AckDone, Core, Spent, Terms};
+use super::core::{AckDone, Core, Spent, Terms, MAX_WORKERS};
 use super::drive::{drive, logged, Adapter};
 use crate::accounting::now_ms;
 use crate::context::Context;
@@ -272,7 +272,10 @@ impl Session {
     }
 
     fn authorize(&mut self, id: &Id, authorize: Authorize) {
-        if let Err(reason) = self.core.authorize(&mut self.terms, &authorize.username) {
+        if let Err(reason) = self
+            .core
+            .authorize(&mut self.terms, &authorize.username, MAX_WORKERS)
+        {
             self.reply_error(id, ErrorCode::Unauthorized, reason);
             return;
         }

@@ -10,10 +10,10 @@ use codec_sv2::{
     Decoded, Decrypted, Handshake, MessageFrame, NoiseDecoder, NoiseEncoder, TransportDecryptState,
     TransportEncryptState,
 };
-use framing_sv2::framing::EncodableFrame;
+use framing_sv2::framing::{EncodableFrame, SerializedFrame};
 use framing_sv2::header::Header;
 use noise_sv2::{Initiator, Responder, ELLSWIFT_ENCODING_SIZE};
-use parsers_sv2::AnyMessage;
+use parsers_sv2::{AnyMessage, Tlv, TlvList};
 use tokio_util::codec::Decoder;
 
 use super::keys::{AuthorityKeypair, AuthorityPublicKey};
@@ -56,6 +56,21 @@ impl Frame {
     pub fn message(&mut self) -> Result<AnyMessage<'_>, Sv2Error> {
         let name = self.name();
         AnyMessage::try_from((self.header, &mut self.payload[..]))
+            .map_err(|err| Sv2Error::Malformed(format!("{name}: {err:?}")))
+    }
+
+    /// Parses the payload as the message its header names, and the TLV fields
+    /// after it that belong to the `negotiated` extensions.
+    ///
+    /// # Errors
+    /// An unknown type, or a payload that is not that message.
+    pub fn message_with_tlvs(
+        &mut self,
+        negotiated: &[u16],
+    ) -> Result<(AnyMessage<'_>, Vec<Tlv>), Sv2Error> {
+        let name = self.name();
+        parsers_sv2::parse_message_frame_with_tlvs(self.header, &mut self.payload, negotiated)
+            .map(|(message, tlvs)| (message, tlvs.unwrap_or_default()))
             .map_err(|err| Sv2Error::Malformed(format!("{name}: {err:?}")))
     }
 }
@@ -150,6 +165,24 @@ impl NoiseCodec {
     pub fn encode(&mut self, message: AnyMessage<'_>) -> Result<Vec<u8>, Sv2Error> {
         let frame =
             MessageFrame::try_from(message).map_err(|err| Sv2Error::Encode(format!("{err:?}")))?;
+        self.encrypt(frame)
+    }
+
+    /// Encrypts `message` with `tlvs` (fields of negotiated extensions) after it
+    /// into one frame's bytes.
+    ///
+    /// # Errors
+    /// Before the handshake completed, or a message too large for a frame.
+    pub fn encode_with_tlvs(
+        &mut self,
+        message: AnyMessage<'_>,
+        tlvs: &[Tlv],
+    ) -> Result<Vec<u8>, Sv2Error> {
+        let bytes = TlvList::from_slice(tlvs)
+            .and_then(|list| list.build_frame_bytes_with_tlvs(message))
+            .map_err(|err| Sv2Error::Encode(format!("{err:?}")))?;
+        let frame = SerializedFrame::from_bytes(bytes)
+            .map_err(|err| Sv2Error::Encode(format!("{err:?}")))?;
         self.encrypt(frame)
     }
 

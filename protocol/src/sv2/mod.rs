@@ -14,7 +14,7 @@ pub use extensions_sv2;
 pub use keys::{AuthorityKeypair, AuthorityPublicKey, KeyError};
 pub use mining_sv2;
 pub use parsers_sv2::{
-    self, AnyMessage, CommonMessages, Extensions, ExtensionsNegotiation, Mining,
+    self, AnyMessage, CommonMessages, Extensions, ExtensionsNegotiation, Mining, Tlv, TlvList,
 };
 pub use shared::SharedFrame;
 

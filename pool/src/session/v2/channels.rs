@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::acks::Acks;
 use super::jobs::target_bytes;
 use super::{standard_extranonce2, Channel, Connection, MAX_CHANNELS};
-use crate::session::core::Terms;
+use crate::session::core::{Terms, MAX_WORKERS};
 
 impl Connection {
     /// Opens a channel for `user_identity`: the worker authorized, a lease and a
@@ -56,7 +56,7 @@ impl Connection {
         // Last, so that a refused channel leaves no worker behind.
         let worker = self
             .core
-            .authorize(&mut terms, user_identity)
+            .authorize(&mut terms, user_identity, MAX_WORKERS)
             .map_err(|reason| {
                 tracing::info!(%reason, user_identity, "channel refused");
                 "unknown-user".to_owned()

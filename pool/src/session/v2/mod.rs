@@ -21,7 +21,7 @@ use mining_sv2::{SubmitSharesError, SubmitSharesSuccess};
 use quarry_protocol::reject::ErrorCode;
 use quarry_protocol::sv2::{
     common_messages_sv2, mining_sv2, AnyMessage, CommonMessages, Extensions, ExtensionsNegotiation,
-    Incoming, Mining, NoiseCodec, SharedFrame, Sv2Error,
+    Incoming, Mining, NoiseCodec, SharedFrame, Sv2Error, Tlv,
 };
 use quarry_protocol::Extranonce;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -60,6 +60,7 @@ pub use jobs::frames;
 use jobs::full_id;
 
 use acks::Acks;
+use extensions::{tracked_worker, MAX_TRACKED_WORKERS};
 
 /// One channel: a miner to the rest of the pool.
 struct Channel {
@@ -91,6 +92,8 @@ struct Connection {
     set_up: bool,
     channels: HashMap<u32, Channel>,
     next_channel: u32,
+    /// The extensions negotiated (their TLV fields are read).
+    extensions: Vec<u16>,
     out: Vec<Vec<u8>>,
 }
 
@@ -135,6 +138,7 @@ where
         set_up: false,
         channels: HashMap::new(),
         next_channel: 1,
+        extensions: Vec::new(),
         out: Vec::new(),
     };
     handshake(&mut framed, &ctx).await?;
@@ -160,8 +164,13 @@ impl Adapter for Connection {
             return;
         };
         let name = frame.name();
-        match frame.message() {
-            Ok(message) => self.handle(message, name, codec),
+        let parsed = if self.extensions.is_empty() {
+            frame.message().map(|message| (message, Vec::new()))
+        } else {
+            frame.message_with_tlvs(&self.extensions)
+        };
+        match parsed {
+            Ok((message, tlvs)) => self.handle(message, &tlvs, name, codec),
             Err(err) => self.core.close = Some(format!("malformed {name}: {err}")),
         }
     }
@@ -227,7 +236,13 @@ impl Connection {
         }
     }
 
-    fn handle(&mut self, message: AnyMessage<'_>, name: &str, codec: &mut NoiseCodec) {
+    fn handle(
+        &mut self,
+        message: AnyMessage<'_>,
+        tlvs: &[Tlv],
+        name: &str,
+        codec: &mut NoiseCodec,
+    ) {
         let is_submit = matches!(
             message,
             AnyMessage::Mining(Mining::SubmitSharesStandard(_) | Mining::SubmitSharesExtended(_))
@@ -278,7 +293,7 @@ impl Connection {
                     share.job_id,
                     en2.as_bytes(),
                     [share.ntime, share.nonce, share.version],
-                    false,
+                    None,
                 );
             }
             AnyMessage::Mining(Mining::SubmitSharesExtended(share)) => {
@@ -288,7 +303,7 @@ impl Connection {
                     share.job_id,
                     share.extranonce.as_bytes(),
                     [share.ntime, share.nonce, share.version],
-                    true,
+                    Some(extensions::worker_identity(tlvs)),
                 );
             }
             AnyMessage::Mining(Mining::UpdateChannel(update)) => self.update(update, codec),
@@ -349,6 +364,7 @@ impl Connection {
 
     /// Judges one share. `[ntime, nonce, version]` as the miner sent them; the
     /// version is whole, its rolled bits are those under the pool's mask.
+    /// `extended` is `None` for a standard share, else the worker it names (if any).
     fn submit(
         &mut self,
         codec: &mut NoiseCodec,
@@ -356,14 +372,27 @@ impl Connection {
         job_id: u32,
         extranonce2: &[u8],
         [ntime, nonce, version]: [u32; 3],
-        extended: bool,
+        extended: Option<Option<String>>,
     ) {
-        let Some(channel) = self.channels.get(&channel_id) else {
+        let Some(channel) = self.channels.get_mut(&channel_id) else {
             return self.share_error(codec, channel_id, sequence, "invalid-channel-id");
         };
-        if channel.extended != extended {
+        if channel.extended != extended.is_some() {
             return self.share_error(codec, channel_id, sequence, "invalid-channel-id");
         }
+        let worker = match extended.flatten() {
+            None => channel.worker.clone(),
+            Some(identity) => {
+                let name = tracked_worker(&channel.worker.name, &identity);
+                self.core
+                    .authorize(&mut channel.terms, &name, MAX_TRACKED_WORKERS)
+                    .unwrap_or_else(|reason| {
+                        tracing::debug!(%reason, worker = name, "share credited to its channel");
+                        channel.worker.clone()
+                    })
+            }
+        };
+        let channel = &self.channels[&channel_id];
         let Some(extranonce2) = Extranonce::new(extranonce2) else {
             return self.share_error(codec, channel_id, sequence, "invalid-extranonce");
         };
@@ -375,9 +404,7 @@ impl Connection {
             nonce,
             version_bits: version & channel.terms.version_mask,
         };
-        let worker = channel.worker.clone();
         let size = self.core.ctx.config.extranonce2_size;
-        let channel = &self.channels[&channel_id];
         let judged = self.core.judge(
             worker,
             &submit,

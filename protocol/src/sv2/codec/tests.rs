@@ -1,7 +1,7 @@
 use super::*;
 use common_messages_sv2::SetupConnectionSuccess;
 use mining_sv2::{CloseChannel, SetNewPrevHash};
-use parsers_sv2::{CommonMessages, Mining};
+use parsers_sv2::{CommonMessages, Mining, Tlv};
 use proptest::prelude::*;
 
 const VALIDITY: Duration = Duration::from_secs(3600);
@@ -158,6 +158,31 @@ fn plaintext(miner: &mut NoiseCodec, bytes: &[u8]) -> (u8, Vec<u8>) {
         panic!("not one frame");
     };
     (frame.msg_type(), frame.payload.clone())
+}
+
+#[test]
+fn tlv_fields_travel_after_the_message_and_are_read_for_negotiated_extensions() {
+    let (mut pool, mut miner) = pair();
+    let identity = Tlv::new(2, 1, b"alice.rig7".to_vec());
+    let other = Tlv::new(0x4000, 9, vec![1, 2, 3]);
+    let close = AnyMessage::Mining(Mining::CloseChannel(CloseChannel {
+        channel_id: 3,
+        reason_code: "bye".try_into().unwrap(),
+    }));
+    let bytes = miner
+        .encode_with_tlvs(close, &[identity.clone(), other])
+        .unwrap();
+    let [Incoming::Frame(frame)] = &mut feed(&mut pool, &bytes).unwrap()[..] else {
+        panic!("no frame");
+    };
+    for (negotiated, wanted) in [(&[2u16][..], vec![identity]), (&[], vec![])] {
+        let (message, tlvs) = frame.message_with_tlvs(negotiated).unwrap();
+        assert!(matches!(
+            message,
+            AnyMessage::Mining(Mining::CloseChannel(CloseChannel { channel_id: 3, .. }))
+        ));
+        assert_eq!(tlvs, wanted);
+    }
 }
 
 #[test]
