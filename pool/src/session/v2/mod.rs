@@ -380,6 +380,9 @@ impl Connection {
         if channel.extended != extended.is_some() {
             return self.share_error(codec, channel_id, sequence, "invalid-channel-id");
         }
+        let Some(extranonce2) = Extranonce::new(extranonce2) else {
+            return self.share_error(codec, channel_id, sequence, "invalid-extranonce");
+        };
         let worker = match extended.flatten() {
             None => channel.worker.clone(),
             Some(identity) => {
@@ -393,9 +396,6 @@ impl Connection {
             }
         };
         let channel = &self.channels[&channel_id];
-        let Some(extranonce2) = Extranonce::new(extranonce2) else {
-            return self.share_error(codec, channel_id, sequence, "invalid-extranonce");
-        };
         let newest = self.core.ctx.book.current().job.id;
         let submit = Proposal {
             wire: Some(full_id(newest, job_id)),

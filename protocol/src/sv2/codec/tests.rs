@@ -250,22 +250,32 @@ proptest! {
     /// Genuine frames with arbitrary payloads under any message type: parsing
     /// gives a message or an error, never a panic.
     #[test]
-    fn arbitrary_payloads(msg_type in any::<u8>(), channel in any::<bool>(), payload in proptest::collection::vec(any::<u8>(), 0..300)) {
+    fn arbitrary_payloads(msg_type in any::<u8>(), extension in 0u16..3, channel in any::<bool>(), payload in proptest::collection::vec(any::<u8>(), 0..300)) {
         let (mut pool, mut miner) = pair();
         let State::Transport { encrypt, .. } = &mut miner.state else { unreachable!() };
-        let bytes = miner.encoder.encode_transport(raw_frame(msg_type, channel, &payload), encrypt).unwrap();
+        let bytes = miner.encoder.encode_transport(raw_frame(extension, msg_type, channel, &payload), encrypt).unwrap();
         let mut frames = feed(&mut pool, &bytes).unwrap();
         prop_assert_eq!(frames.len(), 1);
         let Incoming::Frame(frame) = &mut frames[0] else { unreachable!() };
         prop_assert_eq!(frame.msg_type(), msg_type);
         let _ = frame.message();
+        let _ = frame.message_with_tlvs(&[1, 2]);
     }
 }
 
 /// A frame of any type and payload, as a hostile peer would send it: extension
 /// type (with the channel bit), message type and 24-bit length, then the payload.
-fn raw_frame(msg_type: u8, channel: bool, payload: &[u8]) -> codec_sv2::SerializedFrame {
-    let extension: u16 = if channel { 0x8000 } else { 0 };
+fn raw_frame(
+    extension: u16,
+    msg_type: u8,
+    channel: bool,
+    payload: &[u8],
+) -> codec_sv2::SerializedFrame {
+    let extension = if channel {
+        extension | 0x8000
+    } else {
+        extension
+    };
     let mut bytes = extension.to_le_bytes().to_vec();
     bytes.push(msg_type);
     bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes()[..3]);
