@@ -35,6 +35,46 @@ const SHARES: u64 = 100;
 const BLOCKS: u64 = 2;
 const RUN_LIMIT: Duration = Duration::from_secs(300);
 
+/// Shares far easier than blocks (so no share is judged only as a block).
+const SHARE_FLAGS: [&str; 8] = [
+    "--start-difficulty",
+    "0.0005",
+    "--min-difficulty",
+    "0.0001",
+    "--max-difficulty",
+    "0.005",
+    "--share-interval",
+    "1",
+];
+
+/// Samples the pool until every one of `workers` has `shares` accepted and
+/// `also()` holds; panics after [`RUN_LIMIT`] with the counts and `context()`.
+fn until_accepted(
+    pool: &PoolProcess,
+    workers: &[&str],
+    shares: u64,
+    also: impl Fn() -> bool,
+    context: impl Fn() -> String,
+) {
+    let started = Instant::now();
+    loop {
+        let counts: Vec<u64> = workers
+            .iter()
+            .map(|name| worker(pool, name).map_or(0, |w| w["accepted"].as_u64().unwrap_or(0)))
+            .collect();
+        if counts.iter().all(|&c| c >= shares) && also() {
+            return;
+        }
+        assert!(
+            started.elapsed() < RUN_LIMIT,
+            "accepted {counts:?} after {RUN_LIMIT:?}; {}",
+            context()
+        );
+        // Sampling the pool's view, not waiting for an event.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// The V1 miners this machine has, by name and binary.
 fn peers() -> Vec<(&'static str, std::path::PathBuf)> {
     [&MINERD, &CPUMINER_OPT]
@@ -135,23 +175,11 @@ fn an_aggregating_translator_has_each_miner_credited_to_its_own_worker() {
     if peers.is_empty() {
         return;
     }
-    const SHARES: u64 = 30;
     let dir = tempfile::tempdir().unwrap();
-    // Shares far easier than blocks, and no blocks (none turns shares stale).
+    // No blocks (none turns shares stale).
     let pool = PoolProcess::start(
         &dir.path().join("pool"),
-        &[
-            "--start-difficulty",
-            "0.0005",
-            "--min-difficulty",
-            "0.0001",
-            "--max-difficulty",
-            "0.005",
-            "--share-interval",
-            "1",
-            "--chain-difficulty",
-            "1000",
-        ],
+        &[&SHARE_FLAGS[..], &["--chain-difficulty", "1000"]].concat(),
     );
     let setup = Setup {
         required_extensions: &[2],
@@ -169,26 +197,20 @@ fn an_aggregating_translator_has_each_miner_credited_to_its_own_worker() {
             (*name, worker_name, miner)
         })
         .collect();
-    let started = Instant::now();
-    loop {
-        let counts: Vec<u64> = miners
-            .iter()
-            .map(|(_, name, _)| {
-                worker(&pool, name).map_or(0, |w| w["accepted"].as_u64().unwrap_or(0))
-            })
-            .collect();
-        if counts.iter().all(|&c| c >= SHARES) {
-            break;
-        }
-        assert!(
-            started.elapsed() < RUN_LIMIT,
-            "accepted {counts:?} after {RUN_LIMIT:?}; workers {}\n{}",
-            pool.api_get("/api/workers"),
-            translator.transcript().join("\n")
-        );
-        // Sampling the pool's view, not waiting for an event.
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let names: Vec<&str> = miners.iter().map(|(_, name, _)| name.as_str()).collect();
+    until_accepted(
+        &pool,
+        &names,
+        30,
+        || true,
+        || {
+            format!(
+                "workers {}\n{}",
+                pool.api_get("/api/workers"),
+                translator.transcript().join("\n")
+            )
+        },
+    );
     for (name, worker_name, _) in &miners {
         let view = worker(&pool, worker_name).expect("the worker");
         let accepted = view["accepted"].as_u64().unwrap_or(0);
@@ -218,26 +240,21 @@ fn v1_miners_mine_through_sris_translator_on_the_v2_port() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    // Shares far easier than blocks (so no share is judged only as a block), blocks
-    // every few seconds, jobs often.
+    // Blocks every few seconds, jobs often.
     let pool = PoolProcess::start(
         &dir.path().join("pool"),
         &[
-            "--start-difficulty",
-            "0.0005",
-            "--min-difficulty",
-            "0.0001",
-            "--max-difficulty",
-            "0.005",
-            "--share-interval",
-            "1",
-            "--job-interval",
-            "5",
-            "--chain-difficulty",
-            "0.2",
-            "--block-time",
-            "10",
-        ],
+            &SHARE_FLAGS[..],
+            &[
+                "--job-interval",
+                "5",
+                "--chain-difficulty",
+                "0.2",
+                "--block-time",
+                "10",
+            ],
+        ]
+        .concat(),
     );
     let translator = Translator::start(&binary, dir.path(), &setup(&pool, false));
     let miners = start_miners(&pool, &translator, dir.path(), &peers);
@@ -248,24 +265,14 @@ fn v1_miners_mine_through_sris_translator_on_the_v2_port() {
             .as_u64()
             .unwrap_or(0)
     };
-    loop {
-        let counts: Vec<u64> = miners
-            .iter()
-            .map(|(_, name, _)| {
-                worker(&pool, name).map_or(0, |w| w["accepted"].as_u64().unwrap_or(0))
-            })
-            .collect();
-        if counts.iter().all(|&c| c >= SHARES) && blocks_found() >= BLOCKS {
-            break;
-        }
-        assert!(
-            started.elapsed() < RUN_LIMIT,
-            "accepted {counts:?}, {} blocks after {RUN_LIMIT:?}",
-            blocks_found()
-        );
-        // Sampling the pool's view, not waiting for an event.
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let names: Vec<&str> = miners.iter().map(|(_, name, _)| name.as_str()).collect();
+    until_accepted(
+        &pool,
+        &names,
+        SHARES,
+        || blocks_found() >= BLOCKS,
+        || format!("{} blocks", blocks_found()),
+    );
     let seconds = started.elapsed().as_secs_f64();
     let transcripts: Vec<String> = miners
         .into_iter()
