@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use quarry_protocol::target::hashrate;
 use quarry_protocol::Extranonce;
+use quarry_tests::client::TIMEOUT;
 use quarry_tests::grind::grind;
 use quarry_tests::miner::{accepted_above, poll, worker};
 use quarry_tests::postgres::TestDatabase;
@@ -145,7 +146,14 @@ async fn three_nodes_one_ledger_and_a_kill_9_loses_nothing() {
     send_shares(&mut client, "dave.x", 0, SENT).await;
     let mut acked = 0u64;
     while acked < 300 {
-        if client.recv().await["result"] == json!(true) {
+        let Some(reply) = client.recv_within(TIMEOUT).await else {
+            panic!(
+                "{acked} of {SENT} shares acknowledged, then nothing from node A for \
+                 {TIMEOUT:?}; its view of dave.x: {:?}",
+                worker(&a, "dave.x")
+            );
+        };
+        if reply["result"] == json!(true) {
             acked += 1;
         }
     }
